@@ -1,0 +1,1 @@
+"""Sans-IO intrathecal baclofen pump controller (runs in CPython and MicroPython)."""

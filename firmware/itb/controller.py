@@ -1,0 +1,1388 @@
+"""The ITB controller state machine (SAFETY_RULES.md "States"), sans-IO.
+
+Theory of operation
+-------------------
+Time, commands and hardware events go in; stroke intents, results and alarm
+events come out. Nothing here reads a clock or touches hardware: every entry point
+takes ``now``, the therapy clock in ms, which never goes backwards (SR-23).
+
+- ``handle(command, now) -> result`` applies or refuses one command. Every call
+  writes exactly one audit record. A refused command changes no therapy state and
+  its result carries a reason code, a message and, where one exists, the allowed
+  value or an offered plan (SR-14). Two-phase commands go through ``prepare``
+  (returns the effect and a hash) and ``confirm(hash)`` within 60 s (SR-15).
+- ``wake(now) -> actions`` does what is due at ``now``: plan steps, flex
+  boundaries, alarm annunciations and at most one stroke intent. The stroke's mass
+  is counted for the caps when it is decided (SR-4, SR-26), before the motor moves.
+- ``complete(n, outcome, now)`` records the outcome of stroke ``n``:
+  ``ok``, ``stall``, ``occlusion`` or ``unknown`` (SR-4, SR-12, SR-26).
+- ``next_wake() -> t`` is when ``wake`` must next be called (-1: nothing due).
+
+Acceptance of anything that changes future delivery runs the change on a copy of
+the controller 24 h ahead (and over a plan's whole length) and checks every window
+position against the caps (SR-6). The same stroke-deciding code runs in the
+projection and in real delivery, so the two cannot disagree.
+
+States and the commands each accepts are the table ``ACCEPTS`` below; a command
+sent in another state is refused with ``WRONG_STATE`` naming state and command.
+"""
+
+import binascii
+
+from itb import alarms as al
+from itb import commands as cmds
+from itb import therapy
+from itb.drugs import DeviceConfig, SCREENING_CONCENTRATION_UG_PER_ML, is_pump_concentration
+from itb.fluidpath import FluidPath
+from itb.ledger import MemoryStore
+from itb.limits import (
+    INTERRUPTED, RUNNING as SEG_RUNNING, BasalHistory, WindowLog, WINDOWS_MS, default_caps,
+    down_cap_min, down_cap_ok, max_window_sum, restart_pct, start_limit_ng, up_cap_max, up_cap_ok,
+)
+from itb.reservoir import Reservoir, ml_text
+from itb.scheduler import Accumulator, Overlay
+from itb.units import DAY_MS, HOUR_MS, MINUTE_MS, ceil_div, mass_ng_up, volume_nl_up
+
+UNPROGRAMMED = "UNPROGRAMMED"
+RUNNING = "RUNNING"
+STOPPED = "STOPPED"
+EMERGENCY_STOPPED = "EMERGENCY_STOPPED"
+MIN_RATE = "MIN_RATE"
+SAFE = "SAFE"
+MAINTENANCE = "MAINTENANCE"
+STATES = (UNPROGRAMMED, RUNNING, STOPPED, EMERGENCY_STOPPED, MIN_RATE, SAFE, MAINTENANCE)
+NO_STROKE_STATES = (UNPROGRAMMED, STOPPED, EMERGENCY_STOPPED, SAFE, MAINTENANCE)
+
+_ALL = STATES
+_THERAPY = (UNPROGRAMMED, RUNNING, STOPPED, EMERGENCY_STOPPED, MIN_RATE, SAFE)
+# command -> states in which it is accepted (transitions are in the handlers)
+ACCEPTS = {
+    "program": (UNPROGRAMMED, SAFE),
+    "set_daily_dose": (RUNNING,),
+    "flex": (RUNNING,),
+    "titrate": (RUNNING,),
+    "taper": (RUNNING,),
+    "bolus": (RUNNING,),
+    "patient_bolus": (RUNNING,),
+    "stop": (RUNNING, MIN_RATE, SAFE),
+    "emergency_stop": _ALL,
+    "min_rate": (RUNNING, STOPPED),
+    "resume": (STOPPED, EMERGENCY_STOPPED, MIN_RATE, SAFE),
+    "post_scan_check": (STOPPED,),
+    "refill": _THERAPY,
+    "prime": (UNPROGRAMMED,),
+    "port_injection": _THERAPY,
+    "acknowledge": _ALL,
+    "set_clock_offset": _THERAPY,
+    "maintenance": (UNPROGRAMMED, STOPPED, EMERGENCY_STOPPED, SAFE),
+    "prepare": _ALL,
+    "confirm": _ALL,
+}
+
+OUTCOMES = ("ok", "stall", "occlusion", "unknown")
+SEEN_IDS = 256  # SR-26: results of the last 256 command ids are kept
+ID_MAX = 0x7FFFFFFF
+FAULT_GAP_MIN_MS = HOUR_MS  # "Interruption": trailing max(1 h, two stroke intervals)
+
+
+class Refusal(Exception):
+    """A rule refuses a command: reason code, message, allowed value, extras."""
+
+    def __init__(self, reason, message, allowed=None, extra=None):
+        Exception.__init__(self, message)
+        self.reason = reason
+        self.message = message
+        self.allowed = allowed
+        self.extra = extra
+
+
+class ClockError(ValueError):
+    """The caller passed a ``now`` earlier than the last one (SR-23)."""
+
+
+class Controller:
+    """The controller. ``config``: dict of ``DeviceConfig`` overrides (or a
+    ``DeviceConfig``); ``store``: record sink with ``append(record)``."""
+
+    def __init__(self, config=None, store=None):
+        self.cfg = config if isinstance(config, DeviceConfig) else DeviceConfig(config)
+        cfg = self.cfg
+        self.store = store if store is not None else MemoryStore()
+        self.state = UNPROGRAMMED
+        self.rx = None  # prescription: origin, caps, patient bolus, start rule
+        self.program = None  # basal steps (therapy.py)
+        self.plan = None  # [kind, doses, index, next_ms, every_ms]
+        self.acc = Accumulator(cfg.stroke_nl, cfg.volume_scale)
+        self.overlays = []
+        self.path = FluidPath(cfg.dead_volume_nl, 0)
+        self.res = Reservoir(cfg.volume_accuracy_permille)
+        self.window = WindowLog()
+        self.history = BasalHistory()
+        self.alarms = al.Alarms(cfg.realarm_ms)
+        self.last_now = 0
+        self.stroke_seq = 0
+        self.pending = None  # [n, source, volume_nl, t]
+        self.last_stroke_ms = -1
+        self.hold_until = -1  # SR-7: strokes withheld until this time
+        self.no_increase_until = -1  # SR-10 / SR-11
+        self.interrupt_ms = -1  # start of the current state interruption
+        self.outage_slack_ms = 0  # upper - lower bound of outages inside it (-1: unknown)
+        self.fault = None  # "stall", "occlusion", "empty"
+        self.last_good_ms = -1
+        self.fault_marked = 0
+        self.stop_reason = None
+        self.mri_checked = 0
+        self.min_rate_nl = 0
+        self.pb_times = []
+        self.utc_offset_min = 0
+        self.wall_delta = None  # utc_ms - therapy_ms; None: local time unknown (SR-24)
+        self.pre_maintenance = None
+        # SR-21 conservation bookkeeping (pg)
+        self.filled_pg = 0
+        self.delivered_pg = 0
+        self.aspirated_pg = 0
+        # volatile (lost at a reset)
+        self.session_until = -1
+        self.prepared = None  # [hash, name, args, t, role]
+        self.prepare_seq = 0
+        self.seen = {}
+        self.seen_order = []
+        self.projecting = 0
+        self._pending_events = []
+
+    # ------------------------------------------------------------------ copies
+    def _clone(self):
+        c = Controller(self.cfg, _NullStore())
+        for name in ("state", "rx", "program", "last_now", "stroke_seq", "last_stroke_ms",
+                     "hold_until", "no_increase_until", "interrupt_ms", "outage_slack_ms",
+                     "fault", "last_good_ms", "fault_marked", "stop_reason", "mri_checked",
+                     "min_rate_nl", "utc_offset_min", "wall_delta", "filled_pg",
+                     "delivered_pg", "aspirated_pg", "pre_maintenance"):
+            setattr(c, name, getattr(self, name))
+        c.plan = None if self.plan is None else [self.plan[0], list(self.plan[1])] + self.plan[2:]
+        c.program = None if self.program is None else [list(s) for s in self.program]
+        c.acc = self.acc.copy()
+        c.overlays = [o.copy() for o in self.overlays]
+        c.path = self.path.copy()
+        c.res = self.res.copy()
+        c.window = self.window.copy()
+        c.history = self.history.copy()
+        c.alarms = self.alarms.copy()
+        c.pb_times = list(self.pb_times)
+        c.pending = None if self.pending is None else list(self.pending)
+        return c
+
+    def therapy_state(self):
+        """Everything that is therapy state, as plain data (no audit log, no
+        volatile session data): used to show that a refusal changed nothing."""
+        return {
+            "state": self.state, "rx": self.rx, "program": self.program, "plan": self.plan,
+            "acc": [self.acc.owed, self.acc.t, self.acc.inc],
+            "overlays": [[o.source, o.next_ms, o.remaining, o.interval_ms] for o in self.overlays],
+            "path": [self.path.segs, self.path.passed],
+            "res": [self.res.concentration, self.res.fill_nl, self.res.delivered_nl, self.res.switch],
+            "window": [self.window.t[self.window.head[0]:], self.window.m[self.window.head[0]:]],
+            "history": self.history.segs, "alarms": self.alarms.listing(),
+            "misc": [self.hold_until, self.no_increase_until, self.interrupt_ms, self.fault,
+                     self.stop_reason, self.mri_checked, self.min_rate_nl, self.pb_times,
+                     self.utc_offset_min, self.wall_delta, self.filled_pg, self.delivered_pg,
+                     self.aspirated_pg, self.stroke_seq],
+        }
+
+    # ------------------------------------------------------------------ derived
+    def daily_dose_ng(self):
+        """Basal daily dose of the program in effect (ng/day), 0 if none."""
+        return therapy.daily_dose_up(self.program) if self.program else 0
+
+    def _local_min(self, now):
+        if self.wall_delta is None:
+            return None
+        local_ms = now + self.wall_delta + self.utc_offset_min * MINUTE_MS
+        return (local_ms // MINUTE_MS) % 1440
+
+    def _conc_hi(self):
+        hi = self.res.concentration
+        for _v, c in self.path.segs:
+            if c > hi:
+                hi = c
+        return hi
+
+    def stroke_mass_hi_ng(self):
+        """Mass of one stroke at the highest concentration in path or reservoir."""
+        return mass_ng_up(self.cfg.stroke_nl, self._conc_hi())
+
+    def caps(self):
+        """SR-3 caps in effect ``[cap_24h_ng, cap_1h_ng]`` (prescription or defaults)."""
+        cfg = self.cfg
+        d = self.daily_dose_ng()
+        peak = therapy.peak_rate(self.program) if self.program else 0
+        if self.state == MIN_RATE:
+            conc = self.path.tip_concentration(self.res.concentration)
+            d = mass_ng_up(self.min_rate_nl, conc)
+            peak = d
+        caps = default_caps(d, peak, self.stroke_mass_hi_ng(), cfg.max_bolus_ng,
+                            cfg.max_daily_dose_ng)
+        if self.rx is not None:
+            if self.rx["cap_24h_ng"]:
+                caps[0] = self.rx["cap_24h_ng"]
+            if self.rx["cap_1h_ng"]:
+                caps[1] = self.rx["cap_1h_ng"]
+        return caps
+
+    def planned_nl_per_day(self):
+        """SR-19 planned daily volume: basal (at the reservoir concentration) plus the
+        maximum patient boluses when enabled, at nominal stroke volume."""
+        c = self.res.concentration
+        if c <= 0:
+            return 0
+        if self.state == MIN_RATE:
+            return self.min_rate_nl
+        if self.state != RUNNING or not self.program:
+            return 0
+        v = volume_nl_up(self.daily_dose_ng(), c)
+        if self.rx and self.rx["patient_bolus_ng"]:
+            v += self.rx["patient_max_per_24h"] * volume_nl_up(self.rx["patient_bolus_ng"], c)
+        return v
+
+    def _basal_inc(self, now):
+        if self.fault == "empty":
+            return 0
+        if self.state == RUNNING and self.program:
+            rate = therapy.rate_at(self.program, self._local_min(now))
+            return self.acc.inc_for_dose(rate, self.path.tip_concentration(self.res.concentration))
+        if self.state == MIN_RATE:
+            return self.acc.inc_for_volume(self.min_rate_nl)
+        return 0
+
+    def _refresh_rate(self, now):
+        inc = self._basal_inc(now)
+        if inc != self.acc.inc:
+            self.acc.set_rate(now, inc)
+
+    def _min_gap_due(self, t):
+        if self.last_stroke_ms >= 0:
+            g = self.last_stroke_ms + self.cfg.min_stroke_interval_ms
+            if t < g:
+                t = g
+        if self.hold_until > t:
+            t = self.hold_until
+        return t
+
+    def _basal_due(self):
+        if self.state not in (RUNNING, MIN_RATE) or self.pending is not None:
+            return -1
+        t = self.acc.due_at()
+        return -1 if t < 0 else self._min_gap_due(t)
+
+    def _overlay_due(self):
+        if not self.overlays or self.pending is not None:
+            return -1
+        return self._min_gap_due(self.overlays[0].next_ms)
+
+    def _flex_boundary(self, now):
+        if self.state != RUNNING or not self.program or len(self.program) == 1:
+            return -1
+        local = self._local_min(now)
+        if local is None:
+            return -1
+        local_ms = now + self.wall_delta + self.utc_offset_min * MINUTE_MS
+        into = local_ms % MINUTE_MS
+        return now - into + therapy.next_boundary_min(self.program, local) * MINUTE_MS
+
+    def _fault_gap_ms(self):
+        # SR terms "Interruption": trailing max(1 h, two stroke intervals)
+        if self.acc.inc <= 0:
+            return FAULT_GAP_MIN_MS
+        two = 2 * ceil_div(self.acc.thr, self.acc.inc)
+        return two if two > FAULT_GAP_MIN_MS else FAULT_GAP_MIN_MS
+
+    def next_wake(self):
+        """Therapy time (ms) at which ``wake`` must next be called; -1 if never."""
+        cands = [self._basal_due(), self._overlay_due(), self.alarms.next_due()]
+        if self.plan is not None and self.state == RUNNING:
+            cands.append(self.plan[3])
+        cands.append(self._flex_boundary(self.last_now))
+        if self.state == STOPPED and self.session_until >= 0:
+            cands.append(self.session_until)
+        if self.fault in ("stall", "occlusion") and not self.fault_marked and self.last_good_ms >= 0:
+            cands.append(self.last_good_ms + self._fault_gap_ms())
+        best = -1
+        for t in cands:
+            if t >= 0 and (best < 0 or t < best):
+                best = t
+        if best >= 0 and best < self.last_now:
+            best = self.last_now
+        return best
+
+    # ------------------------------------------------------------------ time
+    def _check_time(self, now):
+        if type(now) is not int or now < 0:
+            raise ClockError("now must be a non-negative integer (ms)")
+        if now < self.last_now:
+            raise ClockError("now=%d is earlier than the last time %d (SR-23)" % (now, self.last_now))
+
+    def _update(self, now, events):
+        """Apply what time alone makes due at ``now`` (plan steps, flex boundaries,
+        session end, fault interruption marking, re-annunciation)."""
+        self.last_now = now
+        if self.state == RUNNING and self.plan is not None:
+            while self.plan is not None and self.plan[3] <= now:
+                self._plan_step(now, events)
+        if self.state == STOPPED and 0 <= self.session_until <= now:
+            self.session_until = -1
+            self._alarm("PUMP_STOPPED", 1, now, events)  # SR-17
+        if (self.fault in ("stall", "occlusion") and not self.fault_marked
+                and self.last_good_ms >= 0 and now >= self.last_good_ms + self._fault_gap_ms()):
+            self.fault_marked = 1
+            self.history.record(now, 0, INTERRUPTED)
+        self._refresh_rate(now)
+        if not self.projecting:
+            for code in self.alarms.due(now):
+                events.append({"k": "alarm", "code": code, "ev": "repeat",
+                               "pri": al.PRIORITY_NAMES[al.CODES[code][0]]})
+
+    def _alarm(self, code, active, now, events=None):
+        if self.projecting:
+            return
+        if self.alarms.set(code, active, now):
+            ev = {"k": "alarm", "code": code, "ev": "raise",
+                  "pri": al.PRIORITY_NAMES[al.CODES[code][0]]}
+            (events if events is not None else self._pending_events).append(ev)
+
+    def _pulse(self, code, now):
+        self._alarm(code, 1, now)
+        if not self.projecting:
+            self.alarms.set(code, 0, now)
+
+    def drain_events(self):
+        """Alarm events raised inside commands and completions since the last call."""
+        ev = self._pending_events
+        self._pending_events = []
+        return ev
+
+    def _reservoir_alarms(self, now):
+        low, soon = self.res.levels(self.planned_nl_per_day(), self.cfg.low_reservoir_nl,
+                                    self.cfg.low_reservoir_days)
+        if self.res.concentration <= 0:
+            low = soon = False
+        self._alarm("LOW_RESERVOIR", low, now)
+        self._alarm("RESERVOIR_EMPTY_SOON", soon, now)
+        empty = not self.res.can_deliver() and self.res.concentration > 0
+        self._alarm("RESERVOIR_EMPTY", empty, now)
+        if empty and self.fault != "empty" and self.state in (RUNNING, MIN_RATE):
+            self._fault_start("empty", now)
+        elif not empty and self.fault == "empty":
+            self._fault_end(now)
+
+    # ------------------------------------------------------------------ strokes
+    def wake(self, now):
+        """Do what is due at ``now``. Returns a list of actions: alarm events
+        ``{"k": "alarm", ...}`` and at most one stroke intent ``{"k": "stroke", "n",
+        "src", "nl", "ng_hi", "ng_lo"}`` (volume in nL, masses in ng). A stroke must
+        be completed (``complete``) before the next ``wake``. Raises ClockError on a
+        ``now`` earlier than the last (SR-23)."""
+        self._check_time(now)
+        events = self.drain_events()
+        self._update(now, events)
+        if self.pending is not None:
+            raise ValueError("stroke %d is not complete" % self.pending[0])
+        s = self._decide(now, events)
+        if s is not None:
+            events.append(s)
+        return events
+
+    def _decide(self, now, events):
+        if self.state in NO_STROKE_STATES and self.state != UNPROGRAMMED:
+            return None
+        tb = self._basal_due()
+        to = self._overlay_due()
+        src = None
+        if 0 <= tb <= now and (to < 0 or tb <= to):
+            src = "basal" if self.state == RUNNING else "min_rate"
+        elif 0 <= to <= now:
+            src = self.overlays[0].source
+        if src is None:
+            return None
+        if not self.res.can_deliver():
+            self._reservoir_alarms(now)
+            return None
+        vol = self.cfg.stroke_nl
+        probe = self.path.copy()
+        _pg, hi, lo = probe.push(vol, self.res.concentration)
+        m_hi = mass_ng_up(vol, hi)
+        m_lo = vol * lo // 1000
+        if not self.projecting:
+            caps = self.caps()
+            sums = self.window.sums(now)
+            if sums[0] + m_hi > caps[0] or sums[1] + m_hi > caps[1]:
+                # SR-5 hard caps, SR-7 CAP_HOLD until the window allows
+                self.hold_until = self._release_time(now, m_hi, caps)
+                if src in ("basal", "min_rate"):
+                    self.acc.hold(now)
+                else:
+                    self.overlays[0].next_ms = self.hold_until
+                self._alarm("CAP_HOLD", 1, now, events)
+                return None
+            self.hold_until = -1
+            self._alarm("CAP_HOLD", 0, now, events)
+        if src in ("basal", "min_rate"):
+            self.acc.take(now)
+        else:
+            o = self.overlays[0]
+            o.take()
+            if o.remaining <= 0:
+                self.overlays.pop(0)
+        self.window.add(now, m_hi)  # SR-4: counted when commanded
+        self.stroke_seq += 1
+        self.last_stroke_ms = now
+        self.pending = [self.stroke_seq, src, vol, now]
+        if not self.projecting:
+            rec = {"k": "intent", "t": now, "n": self.stroke_seq, "src": src, "nl": vol,
+                   "ng_hi": m_hi}
+            self.store.append(rec)  # SR-26: durable before the motor moves
+        return {"k": "stroke", "n": self.stroke_seq, "src": src, "nl": vol, "ng_hi": m_hi,
+                "ng_lo": m_lo}
+
+    def _release_time(self, now, m, caps):
+        rel = now + 1
+        for i in (0, 1):
+            w = WINDOWS_MS[i]
+            evs = self.window.events(now - w)
+            total = 0
+            for _t, mm in evs:
+                total += mm
+            if total + m <= caps[i]:
+                continue
+            for t, mm in evs:
+                total -= mm
+                if total + m <= caps[i]:
+                    if t + w > rel:
+                        rel = t + w
+                    break
+            else:
+                if now + w > rel:
+                    rel = now + w
+        return rel
+
+    def complete(self, n, outcome, now):
+        """Record the outcome of stroke ``n``: ``ok`` (delivered), ``stall`` or
+        ``occlusion`` (not delivered, still counted, HIGH alarm, not made up:
+        SR-4, SR-12), ``unknown`` (counted and assumed delivered for the reservoir,
+        flagged for reconciliation, SR-26). Returns alarm events."""
+        self._check_time(now)
+        if self.pending is None or self.pending[0] != n:
+            raise ValueError("no pending stroke %r" % (n,))
+        if outcome not in OUTCOMES:
+            raise ValueError("outcome must be one of " + ", ".join(OUTCOMES))
+        self.last_now = now
+        vol = self.pending[2]
+        self.pending = None
+        if not self.projecting:
+            self.store.append({"k": "done", "t": now, "n": n, "res": outcome})
+        if outcome in ("ok", "unknown"):
+            pg, _hi, _lo = self.path.push(vol, self.res.concentration)
+            self.delivered_pg += pg
+            self.res.delivered_nl += vol
+            if outcome == "unknown":
+                self._pulse("STROKE_UNCONFIRMED", now)
+            if self.fault in ("stall", "occlusion"):
+                self._fault_end(now)
+            self.last_good_ms = now
+            self._alarm("MOTOR_STALL", 0, now)
+            self._alarm("OCCLUSION", 0, now)
+        else:
+            self._alarm("MOTOR_STALL" if outcome == "stall" else "OCCLUSION", 1, now)
+            if self.fault is None:
+                self._fault_start(outcome, now)
+        self._refresh_rate(now)
+        if not self.projecting:
+            self._reservoir_alarms(now)
+        return self.drain_events()
+
+    def _fault_start(self, kind, now):
+        self.fault = kind
+        self.fault_marked = 0
+        if self.last_good_ms < 0:
+            self.last_good_ms = now
+        if kind == "empty":
+            self.fault_marked = 1
+            self.history.record(now, 0, INTERRUPTED)
+            self.last_good_ms = now
+        self._refresh_rate(now)
+
+    def _fault_end(self, now):
+        """Delivery works again after a fault (stall, occlusion, empty reservoir)."""
+        kind = self.fault
+        self.fault = None
+        gap = now - self.last_good_ms if self.last_good_ms >= 0 else 0
+        if self.fault_marked or kind == "empty":
+            self.fault_marked = 0
+            if self.state == RUNNING and self.program:
+                since = self.last_good_ms if self.last_good_ms >= 0 else now
+                if restart_pct(gap) < 100:
+                    # SR-11: the first basal after an interruption > 4 h is capped
+                    base = self.history.last_settled_before(since, self.cfg.settle_ms)
+                    dose = self._restart_dose(base, gap)
+                    if dose < self.daily_dose_ng():
+                        self.program = therapy.continuous(dose)
+                        self.plan = None
+                        self.no_increase_until = now + DAY_MS
+                        self._alarm("RESTART_REDUCED", 1, now)
+                self.history.record(now, self.daily_dose_ng(), SEG_RUNNING)
+            elif self.state == MIN_RATE:
+                pass
+        self.acc.reset(now)
+        self._refresh_rate(now)
+
+    def _restart_dose(self, base, outage_upper):
+        if base is None:
+            return self.daily_dose_ng()
+        pct = restart_pct(outage_upper)
+        v = base * pct // 100
+        return v - v % 100
+
+    # ------------------------------------------------------------------ inputs
+    def empty_switch(self, now, tripped):
+        """The syringe-empty switch changed (SR-19's measured empty)."""
+        self._check_time(now)
+        self.last_now = now
+        self.res.switch = 1 if tripped else 0
+        self._reservoir_alarms(now)
+        return self.drain_events()
+
+    def set_wall_clock(self, now, utc_ms):
+        """The RTC says UTC is ``utc_ms`` at therapy time ``now``; ``None`` if the RTC
+        is invalid (SR-23 CLOCK_INVALID; flex falls back to its average, SR-24).
+        Wall-clock changes never move the therapy clock or the windows."""
+        self._check_time(now)
+        self.last_now = now
+        self.wall_delta = None if utc_ms is None else utc_ms - now
+        self._alarm("CLOCK_INVALID", utc_ms is None, now)
+        self._refresh_rate(now)
+        return self.drain_events()
+
+    def session_end(self, now):
+        """The programming session ended (link closed or timed out): SR-17."""
+        self._check_time(now)
+        self.last_now = now
+        self.session_until = -1
+        if self.state == STOPPED:
+            self._alarm("PUMP_STOPPED", 1, now)
+        return self.drain_events()
+
+    def reboot(self, now, outage_upper_ms, boot_loop=0):
+        """Restart after a reset or power loss. ``now`` is the last therapy time plus
+        the outage's lower bound (0 if the RTC is invalid); ``outage_upper_ms`` its
+        upper bound, ``None`` if unknown (SR-23). A stroke without completion counts
+        as delivered and is flagged (SR-26). RUNNING resumes by itself under SR-11
+        (unknown outage: 50 % with HIGH RESTART_REDUCED); ``boot_loop`` enters SAFE
+        (SR-27). Volatile state (prepared commands, session) is lost."""
+        self._check_time(now)
+        start = self.last_now
+        self.prepared = None
+        self.session_until = -1
+        if self.pending is not None:
+            self.complete(self.pending[0], "unknown", start)
+        lower = now - start
+        upper = outage_upper_ms
+        if upper is not None and upper < lower:
+            upper = lower
+        self.last_now = now
+        self.acc.reset(now)
+        self.overlays = []  # a bolus interrupted by a reset is not resumed
+        self.hold_until = -1
+        if self.state == MAINTENANCE:
+            self.state = self.pre_maintenance or UNPROGRAMMED
+            self.pre_maintenance = None
+            self._alarm("NOT_DOSING", 0, now)
+        if boot_loop:
+            if self.state in (RUNNING, MIN_RATE):
+                self._interrupt(start)
+            self.state = SAFE
+            self.plan = None
+            self._alarm("SAFE_STATE", 1, now)
+        elif self.state == RUNNING and self.program:
+            self.history.record(start, 0, INTERRUPTED)
+            dur = None if upper is None else upper
+            if restart_pct(dur) < 100:
+                base = self.history.last_settled_before(start, self.cfg.settle_ms)
+                dose = self._restart_dose(base, dur)
+                if dose < self.daily_dose_ng():
+                    self.program = therapy.continuous(dose)
+                    self.no_increase_until = now + DAY_MS
+                self.plan = None
+                self._alarm("RESTART_REDUCED", 1, now)
+            self.history.record(now, self.daily_dose_ng(), SEG_RUNNING)
+        elif self.state in (STOPPED, EMERGENCY_STOPPED, MIN_RATE, SAFE):
+            if upper is None or self.outage_slack_ms < 0:
+                self.outage_slack_ms = -1
+            else:
+                self.outage_slack_ms += upper - lower
+        self._refresh_rate(now)
+        self._reservoir_alarms(now)
+        return self.drain_events()
+
+    def _interrupt(self, now):
+        """A state interruption starts (stop, emergency, min rate, SAFE)."""
+        if self.state in (RUNNING,) or self.interrupt_ms < 0:
+            self.interrupt_ms = now
+            self.outage_slack_ms = 0
+        self.history.record(now, 0, INTERRUPTED)
+        self.acc.reset(now)
+        self.overlays = []
+        self.hold_until = -1
+
+    # ------------------------------------------------------------------ commands
+    def handle(self, command, now):
+        """Apply or refuse one command at therapy time ``now`` (ms).
+
+        ``command``: ``{"name": str, "id": int (1..2^31-1), "role": str, "args": dict}``.
+        Returns ``{"ok": 1|0, "id", "name", "reason": code|None, "message": str,
+        "allowed": int (refusals, where one exists), "effect": dict (accepted),
+        "hash": int (prepare)}``. Exactly one audit record is written per call.
+        A command id seen before returns its recorded result unchanged (SR-26)."""
+        name = command.get("name") if type(command) is dict else None
+        cid = command.get("id") if type(command) is dict else None
+        if type(cid) is int and 1 <= cid <= ID_MAX and cid in self.seen:
+            res = dict(self.seen[cid])
+            res["replayed"] = 1
+            self._audit(now, cid, name, res)
+            return res
+        try:
+            if type(now) is not int or now < self.last_now:
+                raise Refusal("CLOCK_BACKWARDS", "time earlier than the last (SR-23)")
+            if type(command) is not dict:
+                raise Refusal("BAD_ARGUMENT", "command must be a mapping")
+            for key in command:
+                if key not in ("name", "id", "role", "args"):
+                    raise Refusal("BAD_ARGUMENT", "unknown command field %r" % (key,))
+            if type(cid) is not int or cid < 1 or cid > ID_MAX:
+                raise Refusal("BAD_ARGUMENT", "id must be an integer 1..2^31-1")
+            if type(name) is not str or name not in cmds.COMMANDS:
+                raise Refusal("UNKNOWN_COMMAND", "unknown command %r" % (name,))
+            role = command.get("role")
+            if role not in cmds.ROLES:
+                raise Refusal("BAD_ARGUMENT", "role must be one of " + ", ".join(cmds.ROLES))
+            events = []
+            self._update(now, events)
+            self._pending_events.extend(events)
+            args = self._validate(name, command.get("args", {}))
+            if role not in cmds.roles(name):
+                raise Refusal("WRONG_ROLE", "%s may not send %s" % (role, name))
+            res = self._dispatch(name, args, role, now)
+            res["ok"] = 1
+            res["reason"] = None
+            res.setdefault("message", "accepted")
+        except Refusal as r:
+            res = {"ok": 0, "reason": r.reason, "message": r.message}
+            if r.allowed is not None:
+                res["allowed"] = r.allowed
+            if r.extra:
+                for k in r.extra:
+                    res[k] = r.extra[k]
+        except Exception as e:  # a bug must not take the pump down; tests look for it
+            res = {"ok": 0, "reason": "INTERNAL", "message": "internal error: %r" % (e,)}
+        res["id"] = cid if type(cid) is int else 0
+        res["name"] = name if type(name) is str else "?"
+        if type(cid) is int and 1 <= cid <= ID_MAX:
+            self._remember(cid, res)
+        if res["ok"] and command.get("role") == cmds.CLINICIAN:
+            self.session_until = now + self.cfg.session_timeout_ms
+        self._audit(now, res["id"], res["name"], res)
+        return res
+
+    def _validate(self, name, args):
+        try:
+            return cmds.validate(name, args)
+        except cmds.CommandError as e:
+            raise Refusal(e.reason, e.message)
+
+    def _remember(self, cid, res):
+        if cid not in self.seen:
+            self.seen_order.append(cid)
+        self.seen[cid] = res
+        while len(self.seen_order) > SEEN_IDS:
+            del self.seen[self.seen_order.pop(0)]
+
+    def _audit(self, now, cid, name, res):
+        rec = {"k": "cmd", "t": now if type(now) is int else -1, "id": cid,
+               "name": name if type(name) is str and len(name) <= 32 else "?",
+               "ok": res["ok"], "reason": res["reason"]}
+        self.store.append(rec)
+
+    def _dispatch(self, name, args, role, now):
+        if name == "prepare":
+            return self._prepare(args, role, now)
+        if name == "confirm":
+            return self._confirm(args, role, now)
+        if cmds.is_two_phase(name):
+            raise Refusal("NEEDS_CONFIRM", "%s is a therapy change: prepare, then confirm (SR-15)"
+                          % name)
+        return self._run(name, args, now, 1)
+
+    def _run(self, name, args, now, apply):
+        if self.state not in ACCEPTS[name]:
+            raise Refusal("WRONG_STATE", "%s is not accepted in state %s" % (name, self.state))
+        return getattr(self, "_do_" + name)(args, now, apply)
+
+    def _prepare(self, args, role, now):
+        inner = args["command"]
+        if inner not in cmds.COMMANDS or not cmds.is_two_phase(inner):
+            raise Refusal("BAD_ARGUMENT", "%r is not a two-phase command" % (inner,))
+        inner_args = self._validate(inner, args["args"])
+        if role not in cmds.roles(inner):
+            raise Refusal("WRONG_ROLE", "%s may not send %s" % (role, inner))
+        res = self._run(inner, inner_args, now, 0)
+        self.prepare_seq += 1
+        h = binascii.crc32(_canon([inner, inner_args, self.prepare_seq, now]).encode()) & 0xFFFFFFFF
+        self.prepared = [h, inner, inner_args, now, role]
+        res["hash"] = h
+        res["command"] = inner
+        res["message"] = "prepared %s: confirm within %d s" % (inner, self.cfg.confirm_window_ms // 1000)
+        return res
+
+    def _confirm(self, args, role, now):
+        p = self.prepared
+        if p is None:
+            raise Refusal("NOTHING_PREPARED", "no prepared command to confirm")
+        if args["hash"] != p[0]:
+            raise Refusal("HASH_MISMATCH", "hash does not match the prepared %s" % p[1])
+        if role != p[4]:
+            raise Refusal("WRONG_ROLE", "confirm must come from the role that prepared")
+        if now - p[3] > self.cfg.confirm_window_ms:
+            raise Refusal("CONFIRM_EXPIRED", "confirm came %d ms after prepare (limit %d, SR-15)"
+                          % (now - p[3], self.cfg.confirm_window_ms))
+        res = self._run(p[1], p[2], now, 1)
+        self.prepared = None
+        res["command"] = p[1]
+        return res
+
+    # ------------------------------------------------------------------ checks
+    def _check_daily_dose(self, d, conc):
+        cfg = self.cfg
+        if d <= 0:
+            raise Refusal("OUT_OF_RANGE", "daily dose must be above 0 (use stop or min_rate)")
+        if d > cfg.max_daily_dose_ng:
+            raise Refusal("HARD_LIMIT", "daily dose over the hard limit (SR-2)",
+                          cfg.max_daily_dose_ng)
+        if conc > 0 and d * 1000 < cfg.min_rate_nl_per_day * conc:
+            lowest = ceil_div(cfg.min_rate_nl_per_day * conc, 1000)
+            raise Refusal("HARD_LIMIT", "volume rate below the pump's minimum rate (SR-2)",
+                          ceil_div(lowest, 100) * 100)
+
+    def _check_basal_change(self, new_hi, new_lo, now):
+        """SR-8, SR-9, SR-10/SR-11 no-increase windows, for a new basal daily dose
+        (``new_hi`` rounded up, ``new_lo`` rounded down, ng/day) at ``now``."""
+        cur = self.daily_dose_ng()
+        cfg = self.cfg
+        if new_hi > cur and now < self.no_increase_until:
+            raise Refusal("NO_INCREASE", "no basal increase until %d ms from now (SR-10, SR-11)"
+                          % (self.no_increase_until - now), cur)
+        base = self.history.lowest_dose(now)
+        up = cfg.up_pct(self.rx["origin"])
+        if base is not None and not up_cap_ok(new_hi, base, up):
+            raise Refusal("UP_CAP", "over +%d %% of the lowest dose in 24 h (SR-8)" % up,
+                          up_cap_max(base, up))
+        top = self.history.highest_settled(now, cfg.settle_ms)
+        down = cfg.taper_down_pct
+        if top is not None and not down_cap_ok(new_lo, top, down):
+            lo = down_cap_min(top, down)
+            offer = {"command": "taper", "target_daily_dose_ng": new_lo, "step_pct": down,
+                     "every_ms": DAY_MS}
+            raise Refusal("DOWN_CAP", "below -%d %% of the highest settled dose in 24 h (SR-9);"
+                          " a taper plan is offered" % down, lo, {"offer": offer})
+
+    def _project(self, now, until):
+        """Run this (disposable) controller forward with every stroke delivered;
+        return the counted events from ``now - 24 h`` on with the caps at each:
+        list of ``(t, mass_ng, cap24, cap1h)``."""
+        caps = self.caps()
+        out = [(t, m, caps[0], caps[1]) for (t, m) in self.window.events(now - DAY_MS)]
+        self.projecting = 1
+        self.alarms = al.Alarms(self.cfg.realarm_ms)
+        while True:
+            t = self.next_wake()
+            if t < 0 or t > until:
+                break
+            self._update(t, [])
+            s = self._decide(t, [])
+            if s is not None:
+                caps = self.caps()
+                out.append((t, s["ng_hi"], caps[0], caps[1]))
+                self.complete(s["n"], "ok", t)
+            elif 0 <= self.next_wake() <= t:
+                break  # nothing more can be delivered (e.g. computed empty)
+        return out
+
+    def _check_caps(self, trial, now, horizon_ms=DAY_MS):
+        """SR-6 on ``trial`` (a clone with the change applied): every window position
+        from ``now`` to ``now + horizon`` stays within its cap. Returns the projected
+        mass delivered in ``(now, now + 24 h]`` (ng, upper bound) and strokes."""
+        evs = trial._project(now, now + horizon_ms)
+        for i in (0, 1):
+            w = WINDOWS_MS[i]
+            # check each right end against the cap in effect there
+            acc = 0
+            lo = 0
+            for j in range(len(evs)):
+                t = evs[j][0]
+                acc += evs[j][1]
+                while evs[lo][0] <= t - w:
+                    acc -= evs[lo][1]
+                    lo += 1
+                if t >= now and acc > evs[j][2 + i]:
+                    # later events at the same t are part of the same window
+                    raise Refusal("CAP_EXCEEDED", "projected %s window reaches %d ng over its cap"
+                                  " %d ng (SR-6)" % ("24 h" if i == 0 else "1 h",
+                                                     acc, evs[j][2 + i]))
+        caps = trial.caps()
+        past = [(e[0], e[1]) for e in evs if e[0] <= now]
+        for i in (0, 1):
+            if max_window_sum(past, now, WINDOWS_MS[i]) > caps[i]:
+                raise Refusal("CAP_EXCEEDED", "mass already counted exceeds the new cap (SR-6)")
+        mass = 0
+        strokes = 0
+        for e in evs:
+            if now < e[0] <= now + DAY_MS:
+                mass += e[1]
+                strokes += 1
+        return mass, strokes
+
+    def _largest_feasible(self, lo, hi, step, attempt):
+        """Largest value in [lo, hi] (multiples of ``step``) for which ``attempt``
+        raises no CAP_EXCEEDED; None if none (binary search, at most 16 tries)."""
+        lo = ceil_div(lo, step)
+        hi = hi // step
+        best = None
+        tries = 0
+        while lo <= hi and tries < 16:
+            tries += 1
+            mid = (lo + hi) // 2
+            try:
+                attempt(mid * step)
+                best = mid * step
+                lo = mid + 1
+            except Refusal:
+                hi = mid - 1
+        return best
+
+    def _effect(self, trial, now, mass_24h, strokes):
+        c = trial.res.concentration
+        d = trial.daily_dose_ng()
+        e = {"daily_dose_ng": d, "mass_24h_ng": mass_24h, "strokes_24h": strokes,
+             "concentration_ug_per_ml": c, "state": trial.state}
+        if c > 0:
+            e["volume_nl_per_day"] = volume_nl_up(d, c)
+            planned = trial.planned_nl_per_day()
+            e["low_reservoir_in_ms"] = trial.res.days_to(self.cfg.low_reservoir_nl, planned)
+            e["empty_in_ms"] = trial.res.days_to(0, planned)
+            e["stroke_ng"] = mass_ng_up(self.cfg.stroke_nl, c)
+            if d > 0:
+                e["strokes_per_day"] = ceil_div(e["volume_nl_per_day"], self.cfg.stroke_nl)
+        cap = trial.caps()
+        e["cap_24h_ng"] = cap[0]
+        e["cap_1h_ng"] = cap[1]
+        return e
+
+    def _basal_effect(self, trial, now, horizon_ms=DAY_MS):
+        mass, strokes = self._check_caps(trial._clone(), now, horizon_ms)
+        return self._effect(trial, now, mass, strokes)
+
+    def _set_program(self, steps, now, cancel_plan=1):
+        self.program = steps
+        if cancel_plan:
+            self.plan = None
+        self.history.record(now, therapy.daily_dose_up(steps), SEG_RUNNING)
+        self.history.prune(now)
+        self._refresh_rate(now)
+
+    def _change_basal(self, steps, now, apply, name):
+        d_hi = therapy.daily_dose_up(steps)
+        d_lo = therapy.daily_dose_down(steps)
+        conc = self.path.tip_concentration(self.res.concentration)
+        self._check_daily_dose(d_hi, conc)
+        if therapy.peak_rate(steps) > self.cfg.max_daily_dose_ng:
+            raise Refusal("HARD_LIMIT", "a flex step rate is over the hard limit (SR-2)",
+                          self.cfg.max_daily_dose_ng)
+        self._check_basal_change(d_hi, d_lo, now)
+
+        def attempt(steps2):
+            trial = self._clone()
+            trial._set_program(steps2, now)
+            return trial, self._basal_effect(trial, now)
+
+        try:
+            trial, effect = attempt(steps)
+        except Refusal as r:
+            if r.reason != "CAP_EXCEEDED" or len(steps) != 1:
+                raise
+            best = self._largest_feasible(100, d_hi - 100, 100,
+                                          lambda v: attempt(therapy.continuous(v)))
+            r.allowed = best
+            raise
+        effect["plan_cancelled"] = 1 if self.plan is not None else 0
+        if apply:
+            self._set_program(steps, now)
+            self._reservoir_alarms(now)
+        return {"effect": effect}
+
+    # ------------------------------------------------------------------ handlers
+    def _do_program(self, args, now, apply):
+        cfg = self.cfg
+        if not is_pump_concentration(self.res.concentration) or self.res.fill_nl <= 0:
+            raise Refusal("NO_DRUG", "refill the reservoir with a library concentration first")
+        d = args["daily_dose_ng"]
+        conc = self.path.tip_concentration(self.res.concentration)
+        self._check_daily_dose(d, conc)
+        for key in ("cap_24h_ng", "cap_1h_ng"):
+            if args[key] > cfg.max_daily_dose_ng:
+                raise Refusal("HARD_LIMIT", "%s over the hard maximum daily dose (SR-2)" % key,
+                              cfg.max_daily_dose_ng)
+        if args["cap_24h_ng"] and args["cap_1h_ng"] > args["cap_24h_ng"]:
+            raise Refusal("OUT_OF_RANGE", "1 h cap above the 24 h cap", args["cap_24h_ng"])
+        pb = args["patient_bolus_ng"]
+        if pb:
+            if pb > cfg.max_bolus_ng:
+                raise Refusal("HARD_LIMIT", "patient bolus over the maximum bolus (SR-2)",
+                              cfg.max_bolus_ng)
+            if args["patient_max_per_24h"] < 1:
+                raise Refusal("OUT_OF_RANGE", "patient_max_per_24h must be at least 1 (SR-29)")
+        if args["screening_dose_ng"]:
+            lim = start_limit_ng(args["screening_dose_ng"], args["screening_effect_ms"],
+                                 args["start_rule"])
+            if d > lim:
+                raise Refusal("START_RULE", "first program over the SR-10 start dose", lim)
+        if self.state == SAFE and self.program:
+            raise Refusal("WRONG_STATE", "a prescription exists: use resume or stop (SR-27)")
+        trial = self._clone()
+        trial._apply_program(args, now)
+        sm = trial.stroke_mass_hi_ng()
+        caps = trial.caps()
+        if sm > caps[0] or sm > caps[1]:
+            raise Refusal("STROKE_TOO_LARGE", "one stroke (%d ng) does not fit the caps (SR-3)" % sm)
+        effect = self._basal_effect(trial, now)
+        if apply:
+            self._apply_program(args, now)
+            self._reservoir_alarms(now)
+        return {"effect": effect}
+
+    def _apply_program(self, args, now):
+        keys = ("origin", "cap_24h_ng", "cap_1h_ng", "patient_bolus_ng", "patient_lockout_ms",
+                "patient_max_per_24h", "screening_dose_ng", "start_rule")
+        self.rx = dict((k, args[k]) for k in keys)
+        if self.state == SAFE:
+            self._alarm("SAFE_STATE", 0, now)
+        self.state = RUNNING
+        self.interrupt_ms = -1
+        if args["screening_dose_ng"]:
+            self.no_increase_until = now + DAY_MS  # SR-10
+        self.acc.reset(now)
+        self._set_program(therapy.continuous(args["daily_dose_ng"]), now)
+
+    def _do_set_daily_dose(self, args, now, apply):
+        return self._change_basal(therapy.continuous(args["daily_dose_ng"]), now, apply,
+                                  "set_daily_dose")
+
+    def _do_flex(self, args, now, apply):
+        return self._change_basal(args["steps"], now, apply, "flex")
+
+    def _do_titrate(self, args, now, apply):
+        return self._plan("titrate", args, now, apply)
+
+    def _do_taper(self, args, now, apply):
+        return self._plan("taper", args, now, apply)
+
+    def _plan(self, kind, args, now, apply):
+        cur = self.daily_dose_ng()
+        up = kind == "titrate"
+        try:
+            doses = therapy.plan_doses(cur, args["target_daily_dose_ng"], args["step_pct"], up)
+        except ValueError as e:
+            raise Refusal("PLAN_INVALID", "%s: %s (SR-13)" % (kind, e))
+        conc = self.path.tip_concentration(self.res.concentration)
+        every = args["every_ms"]
+        # SR-13: every step checked against SR-8/9 (and the no-increase windows) on
+        # the plan's own timeline, then SR-6 over the whole plan plus 24 h
+        trial = self._clone()
+        trial.plan = None
+        for i in range(len(doses)):
+            t = now + i * every
+            self._check_daily_dose(doses[i], conc)
+            try:
+                trial._check_basal_change(doses[i], doses[i], t)
+            except Refusal as r:
+                r.message = "step %d of %d (%d ng/day): %s" % (i + 1, len(doses), doses[i],
+                                                              r.message)
+                raise
+            trial.history.record(t, doses[i], SEG_RUNNING)
+            trial.program = therapy.continuous(doses[i])
+        trial = self._clone()
+        trial._start_plan(kind, doses, every, now)
+        horizon = (len(doses) - 1) * every + DAY_MS
+        effect = self._basal_effect(trial, now, horizon)
+        effect["plan_doses_ng"] = doses
+        effect["plan_cancelled"] = 1 if self.plan is not None else 0
+        if apply:
+            self._start_plan(kind, doses, every, now)
+            self._reservoir_alarms(now)
+        return {"effect": effect}
+
+    def _start_plan(self, kind, doses, every, now):
+        self._set_program(therapy.continuous(doses[0]), now)
+        self._alarm("PLAN_HELD", 0, now)
+        self.plan = [kind, doses, 1, now + every, every] if len(doses) > 1 else None
+
+    def _plan_step(self, now, events):
+        kind, doses, i, t, every = self.plan
+        d = doses[i]
+        if not self.projecting:
+            try:
+                conc = self.path.tip_concentration(self.res.concentration)
+                self._check_daily_dose(d, conc)
+                self._check_basal_change(d, d, now)
+                trial = self._clone()
+                trial._set_program(therapy.continuous(d), now, 0)
+                self._check_caps(trial, now)
+            except Refusal:
+                # SR-13: a step refused at run time holds the current dose
+                self.plan[3] = t + every
+                self._alarm("PLAN_HELD", 1, now, events)
+                return
+        self._set_program(therapy.continuous(d), now, 0)
+        self._alarm("PLAN_HELD", 0, now, events)
+        if i + 1 >= len(doses):
+            self.plan = None
+        else:
+            self.plan = [kind, doses, i + 1, t + every, every]
+
+    def _bolus_strokes(self, dose_ng):
+        conc = self.path.tip_concentration(self.res.concentration)
+        if conc <= 0:
+            raise Refusal("NO_DRUG", "no drug in the pump")
+        sm = mass_ng_up(self.cfg.stroke_nl, conc)
+        n = (dose_ng + sm // 2) // sm
+        if n * sm > self.cfg.max_bolus_ng and n > 0:
+            n -= 1
+        if n < 1:
+            raise Refusal("OUT_OF_RANGE", "bolus smaller than half a stroke (%d ng)" % sm, sm)
+        return n, sm
+
+    def _overlay_trial(self, source, n, interval, now):
+        trial = self._clone()
+        trial.overlays.append(Overlay(source, now, n, interval))
+        return trial
+
+    def _do_bolus(self, args, now, apply):
+        cfg = self.cfg
+        dose = args["dose_ng"]
+        if dose > cfg.max_bolus_ng:
+            raise Refusal("HARD_LIMIT", "bolus over the maximum single bolus (SR-2)",
+                          cfg.max_bolus_ng)
+        if self.overlays:
+            raise Refusal("BOLUS_ACTIVE", "a bolus is still being delivered")
+        n, sm = self._bolus_strokes(dose)
+        shortest = n * cfg.min_stroke_interval_ms
+        if args["duration_ms"] < shortest:
+            raise Refusal("BOLUS_TOO_SHORT", "too short for the maximum rate (SR-2)", shortest)
+        interval = args["duration_ms"] // n
+
+        def attempt(k):
+            trial = self._overlay_trial("bolus", k, interval, now)
+            return trial, self._basal_effect(trial, now)
+
+        try:
+            trial, effect = attempt(n)
+        except Refusal as r:
+            if r.reason == "CAP_EXCEEDED":
+                best = self._largest_feasible(1, n - 1, 1, attempt)
+                r.allowed = best * sm if best else 0
+            raise
+        effect["bolus_ng"] = n * sm
+        effect["bolus_strokes"] = n
+        if apply:
+            self.overlays.append(Overlay("bolus", now, n, interval))
+        return {"effect": effect}
+
+    def _do_patient_bolus(self, args, now, apply):
+        rx = self.rx
+        if not rx or not rx["patient_bolus_ng"]:
+            raise Refusal("PATIENT_BOLUS_DISABLED", "patient bolus is not enabled")
+        recent = [t for t in self.pb_times if t > now - DAY_MS]
+        if recent and now < recent[-1] + rx["patient_lockout_ms"]:
+            wait = recent[-1] + rx["patient_lockout_ms"] - now
+            raise Refusal("LOCKOUT", "in lockout: next allowed in %d s (SR-29)" % ceil_div(wait, 1000),
+                          wait)
+        if len(recent) >= rx["patient_max_per_24h"]:
+            wait = recent[len(recent) - rx["patient_max_per_24h"]] + DAY_MS - now
+            raise Refusal("PATIENT_MAX", "24 h maximum reached (SR-29)", wait)
+        if self.overlays:
+            raise Refusal("BOLUS_ACTIVE", "a bolus is still being delivered")
+        n, sm = self._bolus_strokes(rx["patient_bolus_ng"])
+        dur = self.cfg.patient_bolus_duration_ms
+        shortest = n * self.cfg.min_stroke_interval_ms
+        interval = (dur if dur > shortest else shortest) // n
+        trial = self._overlay_trial("patient_bolus", n, interval, now)
+        effect = self._basal_effect(trial, now)
+        effect["bolus_ng"] = n * sm
+        if apply:
+            self.overlays.append(Overlay("patient_bolus", now, n, interval))
+            self.pb_times = recent + [now]
+        return {"effect": effect}
+
+    def _do_stop(self, args, now, apply):
+        effect = {"state": STOPPED, "reason": args["reason"]}
+        if apply:
+            if self.state == SAFE:
+                self._alarm("SAFE_STATE", 0, now)
+            self._interrupt(now)
+            self.state = STOPPED
+            self.plan = None
+            self.stop_reason = args["reason"]
+            self.mri_checked = 0
+            self._refresh_rate(now)
+            self._reservoir_alarms(now)
+        return {"effect": effect}
+
+    def _do_emergency_stop(self, args, now, apply):
+        target = MIN_RATE if self.cfg.emergency_min_rate else EMERGENCY_STOPPED
+        if self.state in (UNPROGRAMMED, MAINTENANCE):
+            self.overlays = []
+            return {"effect": {"state": self.state}}
+        if self.state == EMERGENCY_STOPPED:
+            return {"effect": {"state": self.state}}
+        self._interrupt(now)
+        self.state = target
+        self.plan = None
+        if target == MIN_RATE:
+            self.min_rate_nl = self.cfg.min_rate_nl_per_day
+        self._alarm("WITHDRAWAL_RISK", 1, now)  # SR-16: repeats until resumed
+        self._refresh_rate(now)
+        return {"effect": {"state": target}}
+
+    def _do_min_rate(self, args, now, apply):
+        cfg = self.cfg
+        rate = args["rate_nl_per_day"]
+        if rate < cfg.min_rate_nl_per_day:
+            raise Refusal("HARD_LIMIT", "below the pump's minimum rate (SR-2)", cfg.min_rate_nl_per_day)
+        max_day = cfg.max_rate_nl_per_min * 1440
+        if rate > max_day:
+            raise Refusal("HARD_LIMIT", "over the pump's maximum rate (SR-2)", max_day)
+        conc = self.path.tip_concentration(self.res.concentration)
+        ng_day = mass_ng_up(rate, conc)
+        if self.program and self.state == RUNNING and ng_day >= self.daily_dose_ng():
+            raise Refusal("OUT_OF_RANGE", "minimum rate must be below the basal dose (SR-18)")
+        trial = self._clone()
+        trial._enter_min_rate(rate, now)
+        effect = self._basal_effect(trial, now)
+        effect["min_rate_ng_per_day"] = ng_day  # SR-18: shown in µg/day too
+        if apply:
+            self._enter_min_rate(rate, now)
+        return {"effect": effect}
+
+    def _enter_min_rate(self, rate, now):
+        self._interrupt(now)
+        self.state = MIN_RATE
+        self.plan = None
+        self.min_rate_nl = rate
+        self._refresh_rate(now)
+
+    def _do_resume(self, args, now, apply):
+        if not self.program:
+            raise Refusal("WRONG_STATE", "nothing to resume: program first")
+        if self.state == STOPPED and self.stop_reason == "mri" and not self.mri_checked:
+            raise Refusal("MRI_CHECK_REQUIRED", "run post_scan_check after an MRI stop (SR-17)")
+        start = self.interrupt_ms if self.interrupt_ms >= 0 else now
+        dur = None if self.outage_slack_ms < 0 else now - start + self.outage_slack_ms
+        pct = restart_pct(dur)
+        base = self.history.last_settled_before(start, self.cfg.settle_ms)
+        cur = self.daily_dose_ng()
+        want = args["daily_dose_ng"]
+        if pct < 100 and base is not None:
+            cap = self._restart_dose(base, dur)
+            if want > cap:
+                raise Refusal("RESTART_CAP", "restart after an interruption of %s h is capped at"
+                              " %d %% (SR-11)" % ("unknown" if dur is None else str(dur // HOUR_MS),
+                                                 pct), cap)
+            steps = therapy.continuous(want or cap)
+            capped = 1
+        else:
+            if want > cur:
+                raise Refusal("RESTART_CAP", "resume may not increase the dose (SR-11)", cur)
+            steps = therapy.continuous(want) if want else self.program
+            capped = 0
+        d = therapy.daily_dose_up(steps)
+        self._check_daily_dose(d, self.path.tip_concentration(self.res.concentration))
+        trial = self._clone()
+        trial._apply_resume(steps, capped, now)
+        effect = self._basal_effect(trial, now)
+        effect["restart_pct"] = pct
+        if apply:
+            self._apply_resume(steps, capped, now)
+            self._reservoir_alarms(now)
+        return {"effect": effect}
+
+    def _apply_resume(self, steps, capped, now):
+        for code in ("WITHDRAWAL_RISK", "PUMP_STOPPED", "SAFE_STATE"):
+            self._alarm(code, 0, now)
+        self.state = RUNNING
+        self.stop_reason = None
+        self.interrupt_ms = -1
+        self.outage_slack_ms = 0
+        if capped:
+            self.no_increase_until = now + DAY_MS  # SR-11: no increase for 24 h
+        self.acc.reset(now)
+        self._set_program(steps, now)
+
+    def _do_post_scan_check(self, args, now, apply):
+        if self.stop_reason != "mri":
+            raise Refusal("WRONG_STATE", "post_scan_check follows an MRI stop (SR-17)")
+        self.mri_checked = 1
+        return {"effect": {"mri_checked": 1}}
+
+    def _do_refill(self, args, now, apply):
+        cfg = self.cfg
+        c = args["concentration_ug_per_ml"]
+        if not is_pump_concentration(c):
+            if c == SCREENING_CONCENTRATION_UG_PER_ML:
+                raise Refusal("BAD_CONCENTRATION", "50 ug/mL is the screening strength, not a"
+                              " pump fill (SR-2)")
+            raise Refusal("BAD_CONCENTRATION", "%d ug/mL is not in the drug library (SR-21)" % c)
+        partial = args["partial"]
+        if partial and self.res.concentration and c != self.res.concentration:
+            raise Refusal("PARTIAL_CONC_CHANGE", "a concentration change needs full aspiration"
+                          " (SR-21)")
+        after = args["volume_nl"]
+        if partial:
+            r = self.res.remaining_nl()
+            keep = r - args["aspirated_nl"]
+            after += keep if keep > 0 else 0
+        if after > cfg.reservoir_capacity_nl:
+            raise Refusal("HARD_LIMIT", "more than the reservoir holds (%s)"
+                          % ml_text(cfg.reservoir_capacity_nl), cfg.reservoir_capacity_nl)
+        trial = self._clone()
+        disc = trial._apply_refill(args, now)
+        if self.state in (RUNNING, MIN_RATE):
+            effect = self._basal_effect(trial, now)
+        else:
+            effect = self._effect(trial, now, 0, 0)
+        effect["discrepancy_nl"] = disc[0]
+        effect["discrepancy_flagged"] = 1 if disc[1] else 0
+        effect["reservoir_nl"] = trial.res.remaining_nl()
+        if apply:
+            self._apply_refill(args, now)
+        return {"effect": effect}
+
+    def _apply_refill(self, args, now):
+        old = self.res.concentration
+        disc, flagged, discarded = self.res.refill(args["aspirated_nl"], args["volume_nl"],
+                                                   args["concentration_ug_per_ml"], args["partial"])
+        self.aspirated_pg += discarded * old
+        self.filled_pg += args["volume_nl"] * args["concentration_ug_per_ml"]
+        if flagged:
+            self._pulse("REFILL_DISCREPANCY", now)  # SR-20
+        self._reservoir_alarms(now)
+        self._refresh_rate(now)
+        return disc, flagged
+
+    def _do_prime(self, args, now, apply):
+        cfg = self.cfg
+        if not is_pump_concentration(self.res.concentration) or self.res.remaining_nl() <= 0:
+            raise Refusal("NO_DRUG", "refill the reservoir before priming")
+        if self.overlays:
+            raise Refusal("BOLUS_ACTIVE", "priming already in progress")
+        trial = self._clone()
+        n = trial._apply_prime(args["contents"], now)
+        effect = self._basal_effect(trial, now) if n else self._effect(trial, now, 0, 0)
+        effect["prime_strokes"] = n
+        effect["prime_nl"] = n * cfg.stroke_nl
+        effect["dead_volume_nl"] = cfg.dead_volume_nl
+        # SR-22: drug mass of the priming delivery shown before confirmation
+        effect["prime_mass_ng"] = effect["mass_24h_ng"]
+        if apply:
+            self._apply_prime(args["contents"], now)
+        return {"effect": effect}
+
+    def _apply_prime(self, contents, now):
+        cfg = self.cfg
+        old = self.path.mass_pg()
+        self.aspirated_pg += old  # whatever the path held is declared replaced
+        if contents == "drug":
+            self.path.fill(self.res.concentration)
+            self.filled_pg += self.path.mass_pg()
+            return 0
+        self.path.fill(0)
+        # SR-21: prime until the drug front reaches 80 % of the dead volume
+        n = ceil_div(cfg.dead_volume_nl * 80 // 100, cfg.stroke_nl)
+        if n:
+            interval = ceil_div(cfg.stroke_nl * MINUTE_MS, cfg.prime_rate_nl_per_min)
+            if interval < cfg.min_stroke_interval_ms:
+                interval = cfg.min_stroke_interval_ms
+            self.overlays.append(Overlay("prime", now, n, interval))
+        return n
+
+    def _do_port_injection(self, args, now, apply):
+        # SR-30: the injection happened; it is recorded (never refused for caps) and
+        # its mass enters the caps, which then hold basal if needed (SR-7).
+        effect = {"dose_ng": args["dose_ng"]}
+        if apply:
+            self.window.add(now, args["dose_ng"])
+        return {"effect": effect}
+
+    def _do_acknowledge(self, args, now, apply):
+        code = args["code"]
+        if code != "all" and code not in al.CODES:
+            raise Refusal("BAD_ARGUMENT", "unknown alarm code %r" % code)
+        n = self.alarms.acknowledge(code)
+        return {"effect": {"acknowledged": n}}
+
+    def _do_set_clock_offset(self, args, now, apply):
+        effect = {"utc_offset_min": args["utc_offset_min"]}
+        if apply:
+            self.utc_offset_min = args["utc_offset_min"]
+            self._refresh_rate(now)
+        return {"effect": effect}
+
+    def _do_maintenance(self, args, now, apply):
+        if self.state in (STOPPED, EMERGENCY_STOPPED, SAFE):
+            self.pre_maintenance = self.state
+        else:
+            self.pre_maintenance = UNPROGRAMMED
+        self.state = MAINTENANCE
+        self.overlays = []
+        self._alarm("NOT_DOSING", 1, now)  # SR-27
+        return {"effect": {"state": MAINTENANCE}}
+
+    # ------------------------------------------------------------------ status
+    def status(self):
+        """Plain-data status (ints and strings): state, dose, caps, window sums,
+        reservoir bounds, alarms."""
+        r = self.res
+        sums = self.window.sums(self.last_now)
+        caps = self.caps()
+        return {
+            "t": self.last_now, "state": self.state, "daily_dose_ng": self.daily_dose_ng(),
+            "program": self.program, "plan": self.plan, "caps_ng": caps, "window_ng": sums,
+            "reservoir_nl": r.remaining_nl(), "reservoir_pess_nl": r.pessimistic_nl(),
+            "reservoir_opt_nl": r.optimistic_nl(), "concentration_ug_per_ml": r.concentration,
+            "fault": self.fault, "alarms": self.alarms.listing(), "strokes": self.stroke_seq,
+            "min_rate_nl_per_day": self.min_rate_nl if self.state == MIN_RATE else 0,
+            "next_wake": self.next_wake(),
+        }
+
+
+class _NullStore:
+    def append(self, rec):
+        pass
+
+
+def _canon(obj):
+    """Canonical text of ints, strings, lists and dicts (sorted keys)."""
+    if type(obj) is dict:
+        return "{" + ",".join(_canon(k) + ":" + _canon(obj[k]) for k in sorted(obj)) + "}"
+    if type(obj) in (list, tuple):
+        return "[" + ",".join(_canon(x) for x in obj) + "]"
+    if type(obj) is str:
+        return '"' + obj.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if obj is None:
+        return "null"
+    return str(int(obj))

@@ -1,0 +1,1 @@
+"""Host tools: CPython utilities that talk to and test the controller."""

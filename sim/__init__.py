@@ -1,0 +1,1 @@
+"""Simulator package (arrives with the simulator issue)."""
