@@ -391,6 +391,14 @@ class Controller:
             events.append(s)
         return events
 
+    def tick(self, now):
+        """Let time pass to ``now`` without deciding a stroke (the caller has run
+        every wake-up due before it). Returns alarm events."""
+        self._check_time(now)
+        events = self.drain_events()
+        self._update(now, events)
+        return events
+
     def _decide(self, now, events):
         if self.state in NO_STROKE_STATES and self.state != UNPROGRAMMED:
             return None
@@ -797,7 +805,7 @@ class Controller:
         return the counted events from ``now - 24 h`` on with the caps at each:
         list of ``(t, mass_ng, cap24, cap1h)``."""
         caps = self.caps()
-        out = [(t, m, caps[0], caps[1]) for (t, m) in self.window.events(now - DAY_MS)]
+        out = [(t, m, caps[0], caps[1], 0) for (t, m) in self.window.events(now - DAY_MS)]
         self.projecting = 1
         self.alarms = al.Alarms(self.cfg.realarm_ms)
         while True:
@@ -808,7 +816,7 @@ class Controller:
             s = self._decide(t, [])
             if s is not None:
                 caps = self.caps()
-                out.append((t, s["ng_hi"], caps[0], caps[1]))
+                out.append((t, s["ng_hi"], caps[0], caps[1], 1))
                 self.complete(s["n"], "ok", t)
             elif 0 <= self.next_wake() <= t:
                 break  # nothing more can be delivered (e.g. computed empty)
@@ -843,7 +851,7 @@ class Controller:
         mass = 0
         strokes = 0
         for e in evs:
-            if now < e[0] <= now + DAY_MS:
+            if e[4] and e[0] <= now + DAY_MS:
                 mass += e[1]
                 strokes += 1
         return mass, strokes

@@ -1,0 +1,208 @@
+"""The one loop every board uses: decide -> persist intent -> one stroke ->
+completion or fault, and the next wake-up (DESIGN principle 2).
+
+``Runner`` drives a ``Controller`` for a board object with one method,
+``stroke(n, volume_nl, now) -> outcome`` (``ok``, ``stall``, ``occlusion``,
+``unknown``, or ``power_cut`` when power failed during the stroke). The stroke's
+intent record is appended to the store by the controller before ``stroke`` is
+called (SR-26). Every input and output can be written to a trace (``trace.py``)
+and ``replay`` reproduces the outputs from the inputs, byte for byte.
+
+The runner is synchronous and sans-clock: the caller says what time it is. The
+asyncio app (Pico, virtual board) and the simulator call ``advance(now)`` when
+``next_wake()`` comes due.
+"""
+
+from itb.controller import Controller
+from itb.trace import decode, encode
+
+
+class PoweredOff(Exception):
+    """The runner is powered off: only ``power_on`` is accepted."""
+
+
+class Runner:
+    def __init__(self, controller, board, trace=None):
+        """``trace``: callable taking one encoded line (no newline), or None."""
+        self.ctrl = controller
+        self.board = board
+        self.trace = trace
+        self.powered = True
+        self.now = controller.last_now
+        self._basal = None
+        self._emit_basal()
+
+    # -- trace helpers
+    def _out(self, rec):
+        if self.trace is not None:
+            self.trace(encode(rec))
+
+    def _events(self, t, events):
+        for e in events:
+            if e.get("k") == "stroke":
+                continue
+            rec = dict(e)
+            rec["t"] = t
+            self._out(rec)
+
+    def _emit_basal(self):
+        cur = (self.ctrl.daily_dose_ng(), self.ctrl.state)
+        if cur != self._basal:
+            self._basal = cur
+            self._out({"k": "basal", "t": self.ctrl.last_now, "ng_day": cur[0], "state": cur[1]})
+
+    def _live(self):
+        if not self.powered:
+            raise PoweredOff("powered off")
+
+    # -- driving
+    def next_wake(self):
+        """When ``advance`` must next run (ms), -1 if nothing is scheduled."""
+        return self.ctrl.next_wake()
+
+    def advance(self, now):
+        """Run every wake-up due up to and including ``now``."""
+        self._live()
+        self._out({"k": "advance", "t": now})
+        self._advance(now)
+
+    def _advance(self, now):
+        while self.powered:
+            t = self.ctrl.next_wake()
+            if t < 0 or t > now:
+                break
+            self._wake(t)
+        if self.powered:
+            self._events(now, self.ctrl.tick(now))
+            self._emit_basal()
+            self.now = now
+
+    def _wake(self, t):
+        actions = self.ctrl.wake(t)
+        self._events(t, actions)
+        for a in actions:
+            if a.get("k") != "stroke":
+                continue
+            self._out({"k": "stroke", "t": t, "n": a["n"], "src": a["src"], "nl": a["nl"],
+                       "ng_hi": a["ng_hi"], "ng_lo": a["ng_lo"]})
+            outcome = self.board.stroke(a["n"], a["nl"], t)
+            self._out({"k": "outcome", "t": t, "n": a["n"], "res": outcome})
+            if outcome == "power_cut":
+                self.powered = False
+                return
+            self._events(t, self.ctrl.complete(a["n"], outcome, t))
+        self._emit_basal()
+
+    def command(self, command, now):
+        """Advance to ``now`` and hand one command to the controller; returns its result."""
+        self._live()
+        self._out({"k": "cmd", "t": now, "cmd": command})
+        self._advance(now)
+        self._live()  # power may have failed during a stroke on the way
+        res = self.ctrl.handle(command, now)
+        out = dict(res)
+        out["k"] = "result"
+        out["t"] = now
+        self._out(out)
+        self._events(now, self.ctrl.drain_events())
+        self._emit_basal()
+        return res
+
+    def empty_switch(self, now, tripped):
+        self._live()
+        self._out({"k": "switch", "t": now, "on": 1 if tripped else 0})
+        self._advance(now)
+        self._events(now, self.ctrl.empty_switch(now, tripped))
+        self._emit_basal()
+
+    def set_rtc(self, now, utc_ms):
+        self._live()
+        self._out({"k": "rtc", "t": now, "utc_ms": utc_ms})
+        self._advance(now)
+        self._events(now, self.ctrl.set_wall_clock(now, utc_ms))
+        self._emit_basal()
+
+    def session_end(self, now):
+        self._live()
+        self._out({"k": "session_end", "t": now})
+        self._advance(now)
+        self._events(now, self.ctrl.session_end(now))
+
+    def power_cut(self, now):
+        """Power fails at ``now`` (after everything due before it ran)."""
+        self._live()
+        self._out({"k": "power_cut", "t": now})
+        self._advance(now)
+        self.powered = False
+
+    def power_on(self, now, upper_ms, boot_loop=0):
+        """Boot at therapy time ``now`` (= last time + outage lower bound) with the
+        outage's upper bound ``upper_ms`` (None: unknown), SR-23/SR-26/SR-27."""
+        self._out({"k": "power_on", "t": now, "upper_ms": upper_ms, "boot_loop": boot_loop})
+        self.powered = True
+        self._events(now, self.ctrl.reboot(now, upper_ms, boot_loop))
+        self._emit_basal()
+        self.now = now
+
+
+class _ReplayBoard:
+    def __init__(self):
+        self.outcomes = []
+
+    def stroke(self, n, volume_nl, now):
+        if not self.outcomes:
+            raise ValueError("trace has no outcome for stroke %d" % n)
+        rec = self.outcomes.pop(0)
+        if rec["n"] != n:
+            raise ValueError("trace outcome for stroke %d, runner made %d" % (rec["n"], n))
+        return rec["res"]
+
+
+def replay(lines, store=None):
+    """Re-run the inputs of a trace (iterable of lines). Returns the list of lines
+    the runner writes; equal to the input trace when the code behaves the same."""
+    out = []
+    board = _ReplayBoard()
+    runner = None
+    pending = []
+    for line in lines:
+        line = line.strip()
+        if line:
+            pending.append(decode(line))
+    for rec in pending:
+        if rec["k"] == "outcome":
+            board.outcomes.append(rec)
+    for rec in pending:
+        k = rec["k"]
+        t = rec["t"]
+        if k == "config":
+            out.append(encode(rec))
+            runner = Runner(Controller(rec.get("cfg") or None, store), board, out.append)
+            continue
+        if runner is None:
+            raise ValueError("trace must start with a config record")
+        if k == "cmd":
+            try:
+                runner.command(rec["cmd"], t)
+            except PoweredOff:
+                pass
+        elif k == "advance":
+            runner.advance(t)
+        elif k == "switch":
+            runner.empty_switch(t, rec["on"])
+        elif k == "rtc":
+            runner.set_rtc(t, rec["utc_ms"])
+        elif k == "session_end":
+            runner.session_end(t)
+        elif k == "power_cut":
+            runner.power_cut(t)
+        elif k == "power_on":
+            runner.power_on(t, rec["upper_ms"], rec.get("boot_loop", 0))
+    return out
+
+
+def start(config=None, board=None, trace=None, store=None):
+    """A controller and runner; writes the ``config`` header to ``trace``."""
+    if trace is not None:
+        trace(encode({"k": "config", "t": 0, "cfg": config or {}}))
+    return Runner(Controller(config, store), board, trace)

@@ -1,0 +1,78 @@
+"""The runner trace format: JSON Lines, one input or output record per line.
+
+Every record is a JSON object with a kind ``k`` and the therapy time ``t`` (ms).
+Values are integers, ASCII strings, null, lists and objects: never floats. Keys
+are sorted and separators compact, so the same records give the same bytes in
+CPython and MicroPython (whose dicts have no stable order).
+
+Inputs (what drives the runner; replaying them reproduces the outputs):
+  ``config``      first line: ``{"k": "config", "t": 0, "cfg": {overrides}}``
+  ``cmd``         ``{"cmd": {name, id, role, args}}``: a command arrives
+  ``advance``     run every wake-up due up to ``t``
+  ``outcome``     ``{"n", "res"}``: the motor's report for stroke ``n``
+                  (``ok``/``stall``/``occlusion``/``unknown``/``power_cut``)
+  ``switch``      ``{"on": 0|1}``: the syringe-empty switch
+  ``rtc``         ``{"utc_ms": int|null}``: the wall clock (null: RTC invalid)
+  ``session_end`` the programming session ended
+  ``power_cut``   power fails at ``t``
+  ``power_on``    ``{"upper_ms": int|null, "boot_loop": 0|1}``: boot; ``t`` is the
+                  last therapy time plus the outage's lower bound (SR-23)
+Outputs:
+  ``stroke``      ``{"n", "src", "nl", "ng_hi", "ng_lo"}``: a stroke intent
+  ``result``      a command's result (see ``Controller.handle``)
+  ``alarm``       ``{"code", "ev": raise|repeat, "pri"}``
+  ``basal``       ``{"ng_day", "state"}``: basal daily dose or state changed
+"""
+
+INPUT_KINDS = ("config", "cmd", "advance", "outcome", "switch", "rtc", "session_end",
+               "power_cut", "power_on")
+OUTPUT_KINDS = ("stroke", "result", "alarm", "basal")
+
+
+def encode(obj):
+    """Canonical JSON text of ``obj`` (dict/list/int/str/None; bool as int)."""
+    t = type(obj)
+    if t is dict:
+        return "{" + ",".join(_str(k) + ":" + encode(obj[k]) for k in sorted(obj)) + "}"
+    if t is list or t is tuple:
+        return "[" + ",".join(encode(x) for x in obj) + "]"
+    if t is str:
+        return _str(obj)
+    if obj is None:
+        return "null"
+    if t is bool:
+        return "1" if obj else "0"
+    if t is int:
+        return str(obj)
+    raise ValueError("trace values are ints, strings, lists, dicts or null, not %s" % t)
+
+
+def _str(s):
+    out = ['"']
+    for ch in s:
+        o = ord(ch)
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif o < 32 or o > 126:
+            if o > 0xFFFF:
+                o -= 0x10000
+                out.append("\\u%04x\\u%04x" % (0xD800 + (o >> 10), 0xDC00 + (o & 0x3FF)))
+            else:
+                out.append("\\u%04x" % o)
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def decode(line):
+    """Parse one trace line; raises ValueError on anything that is not an object
+    with a known kind and an integer ``t``."""
+    import json
+
+    rec = json.loads(line)
+    if type(rec) is not dict or rec.get("k") not in INPUT_KINDS + OUTPUT_KINDS:
+        raise ValueError("not a trace record: %r" % (line[:60],))
+    if type(rec.get("t")) is not int:
+        raise ValueError("trace record without integer t")
+    return rec
