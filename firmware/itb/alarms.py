@@ -52,27 +52,29 @@ class Alarms:
         return a
 
     def set(self, code, active, now):
-        """Set the condition of ``code``; returns True if this raised it anew."""
+        """Set the condition of ``code``; returns 1 if this raised it anew, -1 if its
+        condition ended, 0 if nothing changed."""
         e = self.entries.get(code)
         if active:
             if e is None or not e[0]:
                 pri = CODES[code][0]
                 nxt = now + self.realarm_ms if pri == HIGH else -1
                 self.entries[code] = [1, 0, now, nxt]
-                return True
-            return False
+                return 1
+            return 0
         if e is not None and e[0]:
             e[0] = 0
             e[3] = -1
             if e[1]:
                 del self.entries[code]
-        return False
+            return -1
+        return 0
 
     def pulse(self, code, now):
         """Raise a one-shot event alarm (condition ends at once, stays latched)."""
         raised = self.set(code, True, now)
         self.set(code, False, now)
-        return raised
+        return raised == 1
 
     def active(self, code):
         e = self.entries.get(code)

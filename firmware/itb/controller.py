@@ -82,6 +82,7 @@ ACCEPTS = {
 OUTCOMES = ("ok", "stall", "occlusion", "unknown")
 SEEN_IDS = 256  # SR-26: results of the last 256 command ids are kept
 ID_MAX = 0x7FFFFFFF
+HEARTBEAT_MS = 15 * MINUTE_MS  # SR-23
 FAULT_GAP_MIN_MS = HOUR_MS  # "Interruption": trailing max(1 h, two stroke intervals)
 
 
@@ -137,6 +138,7 @@ class Controller:
         self.utc_offset_min = 0
         self.wall_delta = None  # utc_ms - therapy_ms; None: local time unknown (SR-24)
         self.pre_maintenance = None
+        self.heartbeat_ms = 0
         # SR-21 conservation bookkeeping (pg)
         self.filled_pg = 0
         self.delivered_pg = 0
@@ -269,7 +271,8 @@ class Controller:
         return t
 
     def _basal_due(self):
-        if self.state not in (RUNNING, MIN_RATE) or self.pending is not None:
+        if self.state not in (RUNNING, MIN_RATE) or self.pending is not None \
+                or self.fault == "empty":
             return -1
         t = self.acc.due_at()
         return -1 if t < 0 else self._min_gap_due(t)
@@ -306,6 +309,8 @@ class Controller:
             cands.append(self.session_until)
         if self.fault in ("stall", "occlusion") and not self.fault_marked and self.last_good_ms >= 0:
             cands.append(self.last_good_ms + self._fault_gap_ms())
+        if not self.projecting:
+            cands.append(self.heartbeat_ms + HEARTBEAT_MS)
         best = -1
         for t in cands:
             if t >= 0 and (best < 0 or t < best):
@@ -325,6 +330,10 @@ class Controller:
         """Apply what time alone makes due at ``now`` (plan steps, flex boundaries,
         session end, fault interruption marking, re-annunciation)."""
         self.last_now = now
+        if not self.projecting and now >= self.heartbeat_ms + HEARTBEAT_MS:
+            # SR-23: a heartbeat every 15 min bounds the start of an outage
+            self.heartbeat_ms = now
+            self.store.append({"k": "heartbeat", "t": now})
         if self.state == RUNNING and self.plan is not None:
             while self.plan is not None and self.plan[3] <= now:
                 self._plan_step(now, events)
@@ -344,12 +353,14 @@ class Controller:
     def _alarm(self, code, active, now, events=None):
         if self.projecting:
             return
-        if self.alarms.set(code, active, now):
-            ev = {"k": "alarm", "code": code, "ev": "raise",
+        change = self.alarms.set(code, active, now)
+        if change:
+            ev = {"k": "alarm", "code": code, "ev": "raise" if change > 0 else "clear",
                   "pri": al.PRIORITY_NAMES[al.CODES[code][0]]}
             (events if events is not None else self._pending_events).append(ev)
 
     def _pulse(self, code, now):
+        """A one-shot event alarm: raised, condition over at once, stays latched."""
         self._alarm(code, 1, now)
         if not self.projecting:
             self.alarms.set(code, 0, now)
@@ -412,7 +423,11 @@ class Controller:
         if src is None:
             return None
         if not self.res.can_deliver():
+            # SR-19 measured or optimistic empty: nothing can move; a bolus or priming
+            # in progress is dropped (never made up, SR-12)
             self._reservoir_alarms(now)
+            self.overlays = []
+            self.acc.hold(now)
             return None
         vol = self.cfg.stroke_nl
         probe = self.path.copy()
@@ -621,11 +636,14 @@ class Controller:
                 self.plan = None
                 self._alarm("RESTART_REDUCED", 1, now)
             self.history.record(now, self.daily_dose_ng(), SEG_RUNNING)
-        elif self.state in (STOPPED, EMERGENCY_STOPPED, MIN_RATE, SAFE):
+        if self.state in (STOPPED, EMERGENCY_STOPPED, MIN_RATE, SAFE) and self.interrupt_ms >= 0:
+            # SR-23: the interruption goes on through the outage; resume uses its
+            # upper bound, so add what the lower bound (now - start) leaves out
             if upper is None or self.outage_slack_ms < 0:
                 self.outage_slack_ms = -1
             else:
                 self.outage_slack_ms += upper - lower
+        self.heartbeat_ms = now
         self._refresh_rate(now)
         self._reservoir_alarms(now)
         return self.drain_events()
@@ -803,7 +821,7 @@ class Controller:
     def _project(self, now, until):
         """Run this (disposable) controller forward with every stroke delivered;
         return the counted events from ``now - 24 h`` on with the caps at each:
-        list of ``(t, mass_ng, cap24, cap1h)``."""
+        list of ``(t, mass_ng, cap24, cap1h, projected)``."""
         caps = self.caps()
         out = [(t, m, caps[0], caps[1], 0) for (t, m) in self.window.events(now - DAY_MS)]
         self.projecting = 1
@@ -882,7 +900,11 @@ class Controller:
         if c > 0:
             e["volume_nl_per_day"] = volume_nl_up(d, c)
             planned = trial.planned_nl_per_day()
-            e["low_reservoir_in_ms"] = trial.res.days_to(self.cfg.low_reservoir_nl, planned)
+            # SR-19: LOW_RESERVOIR at 4 mL or at 5 days to empty, whichever comes first
+            level = self.cfg.low_reservoir_nl
+            if self.cfg.low_reservoir_days * planned > level:
+                level = self.cfg.low_reservoir_days * planned
+            e["low_reservoir_in_ms"] = trial.res.days_to(level, planned)
             e["empty_in_ms"] = trial.res.days_to(0, planned)
             e["stroke_ng"] = mass_ng_up(self.cfg.stroke_nl, c)
             if d > 0:

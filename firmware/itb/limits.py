@@ -140,14 +140,12 @@ class BasalHistory:
     def record(self, t, dose_ng, kind):
         if kind == INTERRUPTED:
             dose_ng = 0
+        # A dose replaced within the same millisecond is kept as a zero-length
+        # segment: it still bounds the SR-8 base, so changes cannot stack within 1 ms.
         if self.segs:
             last = self.segs[-1]
             if last[1] == dose_ng and last[2] == kind:
                 return
-            if last[0] == t:
-                self.segs.pop()
-                if self.segs and self.segs[-1][1] == dose_ng and self.segs[-1][2] == kind:
-                    return
         self.segs.append([t, dose_ng, kind])
 
     def prune(self, now):

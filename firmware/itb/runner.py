@@ -61,16 +61,24 @@ class Runner:
         return self.ctrl.next_wake()
 
     def advance(self, now):
-        """Run every wake-up due up to and including ``now``."""
+        """Run every wake-up due up to and including ``now``. The ``advance`` record
+        is written after the records it caused (trace times never go back), also when
+        power failed during it."""
         self._live()
-        self._out({"k": "advance", "t": now})
         self._advance(now)
+        self._out({"k": "advance", "t": now})
 
     def _advance(self, now):
+        last = -1
+        same = 0
         while self.powered:
             t = self.ctrl.next_wake()
             if t < 0 or t > now:
                 break
+            same = same + 1 if t == last else 0
+            if same > 10000:
+                raise RuntimeError("controller makes no progress at t=%d" % t)
+            last = t
             self._wake(t)
         if self.powered:
             self._events(now, self.ctrl.tick(now))
@@ -95,10 +103,10 @@ class Runner:
 
     def command(self, command, now):
         """Advance to ``now`` and hand one command to the controller; returns its result."""
-        self._live()
-        self._out({"k": "cmd", "t": now, "cmd": command})
-        self._advance(now)
+        if type(now) is int and now >= self.ctrl.last_now:
+            self.advance(now)  # a stale time goes to handle(), which refuses it (SR-23)
         self._live()  # power may have failed during a stroke on the way
+        self._out({"k": "cmd", "t": now, "cmd": command})
         res = self.ctrl.handle(command, now)
         out = dict(res)
         out["k"] = "result"
@@ -109,31 +117,31 @@ class Runner:
         return res
 
     def empty_switch(self, now, tripped):
+        self.advance(now)
         self._live()
         self._out({"k": "switch", "t": now, "on": 1 if tripped else 0})
-        self._advance(now)
         self._events(now, self.ctrl.empty_switch(now, tripped))
         self._emit_basal()
 
     def set_rtc(self, now, utc_ms):
+        self.advance(now)
         self._live()
         self._out({"k": "rtc", "t": now, "utc_ms": utc_ms})
-        self._advance(now)
         self._events(now, self.ctrl.set_wall_clock(now, utc_ms))
         self._emit_basal()
 
     def session_end(self, now):
+        self.advance(now)
         self._live()
         self._out({"k": "session_end", "t": now})
-        self._advance(now)
         self._events(now, self.ctrl.session_end(now))
 
     def power_cut(self, now):
         """Power fails at ``now`` (after everything due before it ran)."""
-        self._live()
-        self._out({"k": "power_cut", "t": now})
-        self._advance(now)
-        self.powered = False
+        self.advance(now)
+        if self.powered:
+            self._out({"k": "power_cut", "t": now})
+            self.powered = False
 
     def power_on(self, now, upper_ms, boot_loop=0):
         """Boot at therapy time ``now`` (= last time + outage lower bound) with the

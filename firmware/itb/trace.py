@@ -20,7 +20,7 @@ Inputs (what drives the runner; replaying them reproduces the outputs):
 Outputs:
   ``stroke``      ``{"n", "src", "nl", "ng_hi", "ng_lo"}``: a stroke intent
   ``result``      a command's result (see ``Controller.handle``)
-  ``alarm``       ``{"code", "ev": raise|repeat, "pri"}``
+  ``alarm``       ``{"code", "ev": raise|repeat|clear, "pri"}``
   ``basal``       ``{"ng_day", "state"}``: basal daily dose or state changed
 """
 
@@ -30,7 +30,8 @@ OUTPUT_KINDS = ("stroke", "result", "alarm", "basal")
 
 
 def encode(obj):
-    """Canonical JSON text of ``obj`` (dict/list/int/str/None; bool as int)."""
+    """Canonical JSON text of ``obj`` (dict/list/int/str/None; bool as int; any
+    other value, e.g. a float from a bad command, as the string of its repr)."""
     t = type(obj)
     if t is dict:
         return "{" + ",".join(_str(k) + ":" + encode(obj[k]) for k in sorted(obj)) + "}"
@@ -44,10 +45,25 @@ def encode(obj):
         return "1" if obj else "0"
     if t is int:
         return str(obj)
-    raise ValueError("trace values are ints, strings, lists, dicts or null, not %s" % t)
+    # A value a peer sent that no record may hold (a float, say) is written as its
+    # text, so the bad command is still traced and refused, never crashes the runner.
+    return _str(repr(obj))
+
+
+_STR_CACHE = {}
 
 
 def _str(s):
+    hit = _STR_CACHE.get(s)
+    if hit is not None:
+        return hit
+    enc = _escape(s)
+    if len(s) <= 32 and len(_STR_CACHE) < 256:  # keys and codes repeat on every line
+        _STR_CACHE[s] = enc
+    return enc
+
+
+def _escape(s):
     out = ['"']
     for ch in s:
         o = ord(ch)

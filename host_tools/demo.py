@@ -1,0 +1,230 @@
+"""Scripted demo run of the ITB controller (a research/engineering tool, not a medical device).
+
+    python -m host_tools.demo [EXAMPLE.json] [--days N] [--trace FILE]
+
+Runs the controller through ``itb.runner`` with a board whose every stroke succeeds, for
+the scenario in EXAMPLE.json (default: ``examples/demo_spinal.json``): device config
+overrides, set-up commands at day 0 (one minute apart), then timed events
+(``"at": "day D HH:MM"``). Two-phase commands are sent as ``prepare`` and, if accepted,
+``confirm`` 20 s later (SR-15). Argument names may carry any unit suffix the command
+schema lists (``daily_dose_ug``, ``volume_ml``, ``every_h``); they are converted exactly
+to the canonical integer units before sending. An event's optional ``expect`` (``ok`` or
+a reason code) is compared with the outcome.
+
+Prints one row per day (basal at the end of the day, strokes, counted upper-bound mass
+from the strokes' ``ng_hi``, nominal mass from ``Controller.delivered_pg``, reservoir and
+pessimistic reservoir, alarms raised), then every command with its outcome. The runner
+trace (JSONL, ``firmware/itb/trace.py``) goes to ``out/demo_trace.jsonl`` by default.
+"""
+
+import argparse
+import json
+import re
+from decimal import Decimal
+from pathlib import Path
+
+from itb import commands as cmds
+from itb import runner as rn
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_EXAMPLE = REPO / "examples" / "demo_spinal.json"
+DEFAULT_TRACE = REPO / "out" / "demo_trace.jsonl"
+MINUTE_MS, HOUR_MS, DAY_MS = 60_000, 3_600_000, 86_400_000
+CONFIRM_DELAY_MS = 20_000  # the clinician reads the prepared effect, then confirms
+AT_RE = re.compile(r"^\s*day\s+(\d+)(?:\s+(\d{1,2}):(\d{2}))?\s*$")
+ALLOWED_IN_MS = ("LOCKOUT", "PATIENT_MAX", "BOLUS_TOO_SHORT", "NO_INCREASE")
+HEADER = ("ITB pump controller demo: research/engineering tool, NOT a medical device. "
+          "Never connect it to a person.")
+
+
+class OkBoard:
+    """A motor that always completes its stroke."""
+
+    def stroke(self, n, volume_nl, now):
+        return "ok"
+
+
+def parse_at(text):
+    m = AT_RE.match(text)
+    if not m:
+        raise ValueError(f"bad time {text!r}: use 'day D' or 'day D HH:MM'")
+    return int(m[1]) * DAY_MS + int(m[2] or 0) * HOUR_MS + int(m[3] or 0) * MINUTE_MS
+
+
+def when(t):
+    h, m, s = t % DAY_MS // HOUR_MS, t % HOUR_MS // MINUTE_MS, t % MINUTE_MS // 1000
+    return f"day {t // DAY_MS} {h:02d}:{m:02d}:{s:02d}"
+
+
+def canonical_args(name, args):
+    """Scenario args -> canonical integer args (``daily_dose_ug: 120`` -> ``daily_dose_ng``)."""
+    out = {}
+    for key, value in args.items():
+        for p in cmds.params(name):
+            if key == p["name"]:
+                out[key] = value
+                break
+            base = p["name"][: -len(p["units"][0][0])] if p["units"] else None
+            factor = [f for s, f in p["units"] if key == f"{base}{s}"]
+            if factor:
+                v = Decimal(str(value)) * factor[0]
+                if v != v.to_integral_value():
+                    raise ValueError(f"{name}: {key}={value} is not a whole {p['name']}")
+                out[p["name"]] = int(v)
+                break
+        else:
+            raise ValueError(f"{name}: unknown argument {key!r}")
+    return out
+
+
+def dec(value, scale, places):
+    """Integer amount in a smaller unit as fixed-point text (display only)."""
+    return f"{Decimal(value) / scale:.{places}f}"
+
+
+def human(key, value):
+    """A canonical amount for display, by its unit suffix."""
+    if key.endswith("_ng"):
+        return dec(value, 1000, 1) + (" ug/day" if "daily" in key else " ug")
+    if key.endswith("_nl"):
+        return dec(value, 1_000_000, 3) + " mL"
+    if key.endswith("_ms"):
+        return dec(value, HOUR_MS, 2) + " h"
+    return str(value)
+
+
+class Demo:
+    def __init__(self, scenario, trace_file):
+        self.trace_file = trace_file
+        self.ids = 0
+        self.day_strokes, self.day_ng_hi, self.day_alarms = 0, 0, []
+        self.log = []  # (t, name, scenario args, result, expected)
+        self.runner = rn.start(scenario.get("config") or None, OkBoard(), self._trace)
+        self.ctrl = self.runner.ctrl
+
+    def _trace(self, line):
+        self.trace_file.write(line + "\n")
+        rec = json.loads(line)
+        if rec["k"] == "stroke":
+            self.day_strokes += 1
+            self.day_ng_hi += rec["ng_hi"]
+        elif rec["k"] == "alarm" and rec["ev"] == "raise":
+            self.day_alarms.append(rec["code"])
+
+    def _send(self, name, role, args, now):
+        self.ids += 1
+        return self.runner.command({"name": name, "id": self.ids, "role": role, "args": args}, now)
+
+    def command(self, ev, at):
+        name = ev["command"]
+        role = ev.get("role", cmds.roles(name)[0])
+        args = canonical_args(name, ev.get("args", {}))
+        now = max(at, self.runner.now)  # never before what the runner has seen
+        if cmds.is_two_phase(name):  # SR-15: prepare, read the effect, confirm
+            res = self._send("prepare", role, {"command": name, "args": args}, now)
+            if res["ok"]:
+                res = self._send("confirm", role, {"hash": res["hash"]}, now + CONFIRM_DELAY_MS)
+        else:
+            res = self._send(name, role, args, now)
+        self.log.append((now, name, ev.get("args", {}), res, ev.get("expect")))
+
+    def day_row(self, day, prev_pg):
+        s = self.ctrl.status()
+        basal = dec(s["daily_dose_ng"], 1000, 1) if s["state"] == "RUNNING" else s["state"]
+        nominal = dec(self.ctrl.delivered_pg - prev_pg, 1_000_000, 1)  # 1 ug = 10^6 pg
+        row = (f"{day:3d}  {basal:>10}  {self.day_strokes:7d}  {dec(self.day_ng_hi, 1000, 1):>10}"
+               f"  {nominal:>10}  {dec(s['reservoir_nl'], 1_000_000, 3):>7}"
+               f"  {dec(s['reservoir_pess_nl'], 1_000_000, 3):>7}"
+               f"  {s['concentration_ug_per_ml']:5d}  {' '.join(self.day_alarms) or '-'}")
+        self.day_strokes, self.day_ng_hi, self.day_alarms = 0, 0, []
+        return row
+
+    def run(self, scenario, days):
+        for i, ev in enumerate(scenario.get("setup", [])):
+            self.command(ev, i * MINUTE_MS)
+        events = sorted((parse_at(e["at"]), i, e) for i, e in enumerate(scenario.get("events", [])))
+        skipped = [e for e in events if e[0] >= days * DAY_MS]
+        print("day  basal ug/d  strokes  counted ug  nominal ug   res mL  pess mL  ug/mL  alarms raised")
+        prev_pg = 0
+        for day in range(days):
+            end = (day + 1) * DAY_MS
+            while events and events[0][0] < end:
+                at, _i, ev = events.pop(0)
+                self.command(ev, at)
+            self.runner.advance(end - 1)
+            print(self.day_row(day, prev_pg))
+            prev_pg = self.ctrl.delivered_pg
+        return skipped
+
+
+def describe(name, res):
+    """One line (two with an offered plan) for a command's result."""
+    e = res.get("effect", {})
+    if not res["ok"]:
+        text = f"REFUSED {res['reason']}: {res['message']}"
+        if "allowed" in res:
+            unit = "_ms" if res["reason"] in ALLOWED_IN_MS else (
+                cmds.params(name)[0]["name"] if cmds.params(name) else "")
+            text += f"; allowed {human(unit, res['allowed'])}"
+        offer = res.get("offer")
+        if offer:
+            text += (f"\n{'':24}offered: {offer['command']} to "
+                     f"{human('daily_ng', offer['target_daily_dose_ng'])}, "
+                     f"{offer['step_pct']} % every {human('_ms', offer['every_ms'])}")
+        return text
+    out = [f"state {e['state']}"] if e.get("state", "RUNNING") != "RUNNING" else []
+    if e.get("daily_dose_ng") and not out:
+        out.append("basal " + human("daily_dose_ng", e["daily_dose_ng"]))
+    if "plan_doses_ng" in e:
+        out.append("steps " + " > ".join(dec(d, 1000, 1) for d in e["plan_doses_ng"]))
+    if "restart_pct" in e:
+        out.append(f"restart at {e['restart_pct']} %")
+    for key, label in (("bolus_ng", "bolus"), ("discrepancy_nl", "refill discrepancy"),
+                       ("mass_24h_ng", "next 24 h <=")):
+        if key in e and (e[key] or key == "discrepancy_nl"):
+            out.append(f"{label} {human(key, e[key])}")
+    if e.get("empty_in_ms", 0) > 0:
+        out.append(f"computed empty in {dec(e['empty_in_ms'], DAY_MS, 1)} d")
+    return "ACCEPTED  " + ", ".join(out) if out else "ACCEPTED"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m host_tools.demo",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("example", nargs="?", default=str(DEFAULT_EXAMPLE),
+                    help="scenario JSON (default: examples/demo_spinal.json)")
+    ap.add_argument("--days", type=int, help="days to run (default: the scenario's, else 20)")
+    ap.add_argument("--trace", default=str(DEFAULT_TRACE),
+                    help="JSONL trace output (default: out/demo_trace.jsonl)")
+    a = ap.parse_args(argv)
+    scenario = json.loads(Path(a.example).read_text())
+    days = a.days or scenario.get("days", 20)
+    trace = Path(a.trace)
+    trace.parent.mkdir(parents=True, exist_ok=True)
+    print(HEADER)
+    print(f"Scenario: {scenario.get('title', '?')}")
+    print(f"  file {a.example}, {days} days, config overrides: {scenario.get('config') or 'none'}")
+    print("counted ug = sum of the strokes' upper-bound masses (what the caps count, SR-4);"
+          " nominal ug = mass at nominal concentrations\n")
+    with trace.open("w") as f:
+        demo = Demo(scenario, f)
+        skipped = demo.run(scenario, days)
+    print("\nCommands (therapy changes sent as prepare + confirm):")
+    surprises = 0
+    for t, name, args, res, expect in demo.log:
+        shown = " ".join(f"{k}={v}" for k, v in args.items())
+        print(f"  {when(t)}  {name:15} {shown}".rstrip())
+        outcome = "ok" if res["ok"] else res["reason"]
+        mark = "" if expect in (None, outcome) else f"   <-- scenario expected {expect}"
+        surprises += 1 if mark else 0
+        print(f"{'':24}{describe(name, res)}{mark}")
+    for _at, _i, ev in skipped:
+        print(f"  (not run, after the last day: {ev['command']} at {ev['at']})")
+    if surprises:
+        print(f"\n{surprises} outcome(s) differ from the scenario's expectations")
+    print(f"\nTrace written to {trace} ({demo.ctrl.stroke_seq} strokes in total)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

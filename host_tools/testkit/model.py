@@ -1,0 +1,485 @@
+"""An independent, deliberately simple model of SAFETY_RULES.md that reads a runner
+trace (JSONL records, ``itb/trace.py``) and recomputes the invariants from scratch.
+
+It imports nothing from ``firmware/itb``: the fluid path is a list of intervals on
+a "volume pushed" coordinate, window sums are brute force over half-open windows,
+caps are recomputed from the SR-3 formula, and fractions (CPython) stand in for
+the firmware's scaled integers. It is slow on purpose; it only has to be right.
+
+``Model.feed(record)`` takes records in order and raises ``Violation`` naming the
+rule when an invariant fails. Invariants that need the controller's internal
+figures (conservation, SR-14) are checked by the property machine with
+``Model.conservation_terms``.
+"""
+
+from fractions import Fraction
+
+DAY = 86_400_000
+HOUR = 3_600_000
+
+# Device defaults (SAFETY_RULES.md SR-2/SR-19/SR-22 and ITB_REFERENCE.md), written
+# out here rather than imported from the firmware.
+DEFAULTS = {
+    "stroke_nl": 2000, "tubing_nl": 140_000, "catheter_length_mm": 900,
+    "max_daily_dose_ng": 2_000_000, "max_bolus_ng": 100_000,
+    "max_rate_nl_per_min": 1_000_000, "min_rate_nl_per_day": 20_000,
+    "volume_accuracy_permille": 145, "low_reservoir_nl": 4_000_000, "low_reservoir_days": 5,
+    "settle_ms": HOUR, "taper_down_pct": 20,
+    "up_pct": {"spinal": 30, "cerebral": 15, "paediatric": 15},
+}
+
+
+class Violation(AssertionError):
+    """An invariant failed: ``rule`` (e.g. "SR-5") and a message with the time."""
+
+    def __init__(self, rule, message):
+        AssertionError.__init__(self, "%s: %s" % (rule, message))
+        self.rule = rule
+
+
+def _ceil(a, b):
+    return -((-a) // b)
+
+
+class Model:
+    def __init__(self, overrides=None):
+        p = dict(DEFAULTS)
+        p.update(overrides or {})
+        self.p = p
+        self.stroke = p["stroke_nl"]
+        # SR-22: 0.0026 mL/cm = 2.6 nL per 0.1 mm... = 260 nL/mm
+        self.dv = p["tubing_nl"] + p["catheter_length_mm"] * 260
+        self.band = self.dv * 20 // 100
+        self.min_gap = _ceil(self.stroke * 60_000, p["max_rate_nl_per_min"])
+        self.t = 0
+        self.state = "UNPROGRAMMED"
+        self.dose = 0
+        self.x = 0  # volume pushed out of the tip so far (nL)
+        # fluid intervals on the exit coordinate: [start, end, conc]
+        self.fluid = [[0, self.dv, 0]]
+        self.res_conc = 0
+        self.fill = 0
+        self.v = 0
+        self.delivered_pg = 0
+        self.filled_pg = 0
+        self.aspirated_pg = 0
+        self.counted = []  # (t, ng) for SR-4/5
+        self.pending = None  # stroke intent awaiting its outcome: (n, src, nl)
+        self.rx = None
+        self.peak = 0
+        self.prepared = {}  # hash -> (command, args)
+        self.last_cmd = None
+        self.alarms = set()
+        self.fault = False
+        self.fault_seen_ms = -10 * DAY
+        self.power_seen_ms = -10 * DAY
+        self.segs = []  # basal timeline: (t, dose, running)
+        self.no_increase_until = -1
+        self.restart = None  # (interruption start, slack ms or None)
+        self.track = None  # [start_t, P Fraction nL, delivered nL, rate key]
+        self.last_basal_ms = -1
+        self.running_since = -1
+        self.counts = {"strokes": 0, "checks": 0}
+        self.violations = []
+
+    # ------------------------------------------------------------------ fluid path
+    def _conc_range(self, a, b):
+        """Concentrations of fluid on exit coordinates [a, b) (reservoir beyond)."""
+        out = []
+        for s, e, c in self.fluid:
+            if e > a and s < b:
+                out.append(c)
+        if b > self.x + self.dv:
+            out.append(self.res_conc)
+        return out
+
+    def _push(self, nl):
+        """nL leave the tip: nominal pg delivered; the reservoir fluid enters."""
+        a, b = self.x, self.x + nl
+        pg = 0
+        for s, e, c in self.fluid:
+            lo, hi = max(s, a), min(e, b)
+            if hi > lo:
+                pg += (hi - lo) * c
+        end = self.fluid[-1][1]
+        if self.fluid[-1][2] == self.res_conc:
+            self.fluid[-1][1] = end + nl
+        else:
+            self.fluid.append([end, end + nl, self.res_conc])
+        self.x = b
+        keep = self.x - self.band - 1
+        self.fluid = [f for f in self.fluid if f[1] > keep]
+        return pg
+
+    def tip_conc(self):
+        for s, e, c in self.fluid:
+            if e > self.x and c:
+                return c
+        return self.res_conc
+
+    def path_pg(self):
+        pg = 0
+        for s, e, c in self.fluid:
+            lo, hi = max(s, self.x), min(e, self.x + self.dv)
+            if hi > lo:
+                pg += (hi - lo) * c
+        return pg
+
+    def conservation_terms(self):
+        """``(filled, delivered, in path, in reservoir, aspirated)`` in pg (SR-21)."""
+        return (self.filled_pg, self.delivered_pg, self.path_pg(),
+                (self.fill - self.v) * self.res_conc, self.aspirated_pg)
+
+    # ------------------------------------------------------------------ caps
+    def caps(self):
+        """SR-3 caps recomputed: prescription caps or the defaults."""
+        p = self.p
+        chi = max(self._conc_range(self.x, self.x + self.dv + 1) + [self.res_conc])
+        sm = _ceil(self.stroke * chi, 1000) or 1
+        d, peak = self.dose, max(self.peak, self.dose)
+        if self.state == "MIN_RATE":
+            d = peak = _ceil(self.min_rate * self.tip_conc(), 1000)
+        cap24 = min(2 * d + p["max_bolus_ng"], p["max_daily_dose_ng"])
+        cap1 = (_ceil(p["max_bolus_ng"], sm) + _ceil(_ceil(peak, 24), sm)) * sm
+        if self.rx:
+            cap24 = self.rx.get("cap_24h_ng") or cap24
+            cap1 = self.rx.get("cap_1h_ng") or cap1
+        return cap24, cap1
+
+    def window_sum(self, t, w):
+        return sum(m for (u, m) in self.counted if t - w < u <= t)
+
+    # ------------------------------------------------------------------ feed
+    def feed(self, rec):
+        """Take the next trace record; a failed invariant is appended to
+        ``violations`` (and raised again if ``strict``)."""
+        try:
+            k = rec["k"]
+            t = rec["t"]
+            if t < self.t:
+                if k == "stroke":
+                    raise Violation("SR-23", "stroke time went back from %d to %d" % (self.t, t))
+                if k in ("cmd", "result"):  # a stale command, refused (SR-23)
+                    getattr(self, "_on_" + k)(rec)
+                    return
+                raise Violation("SR-23", "trace time went back from %d to %d" % (self.t, t))
+            if k in ("advance", "stroke", "cmd", "power_cut"):
+                self.check_reservoir_alarms()
+            self._integrate(t)
+            self.t = t
+            getattr(self, "_on_" + k)(rec)
+        except Violation as v:
+            self.violations.append(v)
+            if self.strict:
+                raise
+
+    strict = False
+
+    def _on_config(self, rec):
+        pass
+
+    def _on_advance(self, rec):
+        self.check_delivery_continues(rec["t"])
+
+    def _on_cmd(self, rec):
+        self.last_cmd = rec["cmd"]
+
+    def _on_result(self, rec):
+        cmd = self.last_cmd or {}
+        name = cmd.get("name")
+        if not rec["ok"]:
+            if not rec.get("reason"):
+                raise Violation("SR-14", "refusal without a reason code")
+            return
+        if rec.get("replayed"):
+            return
+        if name == "prepare":
+            self.prepared[rec["hash"]] = (cmd["args"]["command"], cmd["args"].get("args", {}))
+            return
+        if name == "confirm":
+            inner, args = self.prepared.pop(cmd["args"]["hash"])
+            self._apply(inner, args, rec)
+        else:
+            self._apply(name, cmd.get("args", {}), rec)
+
+    def _apply(self, name, args, rec):
+        t = self.t
+        if name == "refill":
+            self._note_empty()  # a refill that ends an empty period ends an interruption
+            partial = args.get("partial", 0)
+            r = self.fill - self.v
+            if partial:
+                discarded = min(max(r, 0), args["aspirated_nl"])
+                self.fill = r - discarded + args["volume_nl"]
+            else:
+                discarded = r
+                self.fill = args["volume_nl"]
+            self.aspirated_pg += discarded * self.res_conc
+            self.filled_pg += args["volume_nl"] * args["concentration_ug_per_ml"]
+            self.v = 0
+            self.res_conc = args["concentration_ug_per_ml"]
+            self._note_empty()
+            self._reset_track()
+        elif name == "prime":
+            self.aspirated_pg += self.path_pg()
+            c = self.res_conc if args["contents"] == "drug" else 0
+            self.fluid = [[self.x, self.x + self.dv, c]]
+            self.filled_pg += self.dv * c
+        elif name == "program":
+            self.rx = dict(args)
+            self.peak = args["daily_dose_ng"]
+            if args.get("screening_dose_ng"):
+                self.no_increase_until = t + DAY  # SR-10
+                limit = 12 * HOUR if args.get("start_rule") == "eu" else 8 * HOUR
+                k = 1 if args.get("screening_effect_ms", 0) > limit else 2
+                if args["daily_dose_ng"] > k * args["screening_dose_ng"]:
+                    raise Violation("SR-10", "first program over the start dose at %d" % t)
+        elif name == "flex":
+            self.peak = max(s[1] for s in args["steps"])
+        elif name in ("set_daily_dose", "titrate", "taper", "resume"):
+            self.peak = 0
+        elif name == "port_injection":
+            self.counted.append((t, args["dose_ng"]))
+        elif name == "min_rate":
+            self.min_rate = args["rate_nl_per_day"]
+        elif name == "emergency_stop" and self.state == "MIN_RATE":
+            pass
+        elif name == "set_clock_offset":
+            self._reset_track()
+        if name == "emergency_stop":
+            self.min_rate = self.p["min_rate_nl_per_day"]
+
+    min_rate = 0
+
+    def _on_stroke(self, rec):
+        t = rec["t"]
+        src = rec["src"]
+        allowed = {"RUNNING": ("basal", "bolus", "patient_bolus"), "MIN_RATE": ("min_rate",),
+                   "UNPROGRAMMED": ("prime",)}.get(self.state, ())
+        if src not in allowed:
+            raise Violation("SR-16/17/27", "%s stroke in state %s at %d" % (src, self.state, t))
+        nl = rec["nl"]
+        # SR-4 upper bound: highest concentration within the band around the stroke
+        hi = max(self._conc_range(self.x - self.band, self.x + nl + self.band))
+        m = _ceil(nl * hi, 1000)
+        if rec["ng_hi"] != m:
+            raise Violation("SR-4", "stroke %d counted %d ng, model says %d" % (rec["n"], rec["ng_hi"], m))
+        self.counted.append((t, m))
+        self.counted = [(u, x) for (u, x) in self.counted if u > t - DAY - 1]
+        caps = self.caps()
+        for w, cap, label in ((DAY, caps[0], "24 h"), (HOUR, caps[1], "1 h")):
+            s = self.window_sum(t, w)
+            if s > cap:
+                raise Violation("SR-5", "%s window at %d holds %d ng > cap %d" % (label, t, s, cap))
+        self.pending = (rec["n"], src, nl)
+        self.counts["strokes"] += 1
+        if src in ("basal", "min_rate"):
+            self.last_basal_ms = t
+            if self.track is not None:
+                self.track[2] += nl
+                self._check_track(t)
+
+    def _on_outcome(self, rec):
+        n, src, nl = self.pending
+        res = rec["res"]
+        if res == "power_cut":
+            return  # resolved at power_on (SR-26: counts as delivered)
+        self.pending = None
+        if res in ("ok", "unknown"):
+            before = self.tip_conc()
+            self.delivered_pg += self._push(nl)
+            self.v += nl
+            self._note_empty()
+            if self.fault:
+                self.fault = False
+                self._reset_track()
+            if self.tip_conc() != before:
+                self._reset_track()
+        else:
+            self.fault = True
+            self.fault_seen_ms = self.t
+            self.track = None
+
+    def _on_alarm(self, rec):
+        if rec["ev"] == "raise":
+            self.alarms.add(rec["code"])
+            if rec["code"] == "CAP_HOLD":
+                self.track = None
+        elif rec["ev"] == "clear":
+            self.alarms.discard(rec["code"])
+            if rec["code"] == "CAP_HOLD":
+                self._reset_track()
+
+    def _on_switch(self, rec):
+        self._note_empty()
+        self.switch = rec["on"]
+        self._note_empty()
+        self._reset_track()
+
+    switch = 0
+
+    def _on_rtc(self, rec):
+        self._reset_track()
+
+    def _on_session_end(self, rec):
+        pass
+
+    def _on_power_cut(self, rec):
+        self.power_seen_ms = self.t
+        self.track = None
+
+    def _on_power_on(self, rec):
+        if self.pending is not None:
+            n, src, nl = self.pending
+            self.pending = None
+            self.delivered_pg += self._push(nl)
+            self.v += nl
+        self.power_seen_ms = self.t
+        self.power_upper = rec["upper_ms"]
+        self._reset_track()
+
+    power_upper = 0
+
+    def _on_basal(self, rec):
+        t, new, state = rec["t"], rec["ng_day"], rec["state"]
+        was_running = self.state == "RUNNING"
+        now_running = state == "RUNNING"
+        quiet = t - self.fault_seen_ms > 2 * DAY and t - self.power_seen_ms > 2 * DAY
+        if was_running and now_running and new != self.dose and quiet:
+            self._check_basal_change(t, new)
+        if not was_running and now_running and self.segs and quiet and self.restart:
+            self._check_restart(t, new)
+        if was_running and not now_running:
+            self.restart = (t, 0)
+        if now_running and new > self.dose and t < self.no_increase_until and was_running:
+            raise Violation("SR-10/SR-11", "basal increased at %d inside the no-increase window" % t)
+        if not was_running and now_running and self.restart:
+            # a capped restart forbids increases for 24 h (SR-11): recorded when capped
+            pass
+        self.state = state
+        self.dose = new
+        self.segs.append((t, new, now_running))
+        self.segs = self.segs[-400:]
+        self._reset_track()
+
+    # ------------------------------------------------------------------ rules
+    def _window_doses(self, t):
+        """Running doses in effect in (t - 24 h, t] with their in-window durations,
+        after the last interruption flag: list of (dose, duration, after_interruption)."""
+        out = []
+        last_int = -1
+        for i, (s, d, run) in enumerate(self.segs):
+            if not run:
+                last_int = i
+        for i, (s, d, run) in enumerate(self.segs):
+            if not run:
+                continue
+            end = self.segs[i + 1][0] if i + 1 < len(self.segs) else t
+            lo = max(s, t - DAY)
+            if end > t - DAY or i + 1 == len(self.segs):
+                out.append((d, end - lo, i > last_int))
+        return out
+
+    def _check_basal_change(self, t, new):
+        origin = (self.rx or {}).get("origin", "spinal")
+        up = self.p["up_pct"][origin]
+        doses = self._window_doses(t)
+        lowest = min((d for d, dur, _a in doses), default=None)
+        if lowest is not None and new * 100 > (100 + up) * lowest:
+            raise Violation("SR-8", "dose %d at %d over +%d%% of %d" % (new, t, up, lowest))
+        settled = [d for d, dur, after in doses if after and dur >= self.p["settle_ms"]]
+        if settled:
+            top = max(settled)
+            down = self.p["taper_down_pct"]
+            if new * 100 < (100 - down) * top:
+                raise Violation("SR-9", "dose %d at %d under -%d%% of %d" % (new, t, down, top))
+
+    def _check_restart(self, t, new):
+        start = self.restart[0]
+        dur = t - start
+        before = [(s, d, run) for (s, d, run) in self.segs if s < start]
+        last = None
+        for i in range(len(before) - 1, -1, -1):
+            s, d, run = before[i]
+            if not run:
+                continue
+            end = before[i + 1][0] if i + 1 < len(before) else start
+            if last is None:
+                last = d
+            if end - s >= self.p["settle_ms"]:
+                last = d
+                break
+        if last is None:
+            return
+        pct = 100 if dur <= 4 * HOUR else (75 if dur < DAY else 50)
+        if pct == 100:
+            return
+        if new * 100 > pct * last:
+            raise Violation("SR-11", "restart at %d with %d after %d ms > %d%% of %d"
+                            % (t, new, dur, pct, last))
+        if pct < 100:
+            self.no_increase_until = t + DAY
+
+    # ------------------------------------------------------------------ tracking
+    def _rate_nl_per_ms(self):
+        if self.state == "MIN_RATE":
+            return Fraction(self.min_rate, DAY)
+        if self.state == "RUNNING" and self.tip_conc() > 0:
+            return Fraction(self.dose * 1000, self.tip_conc() * DAY)
+        return Fraction(0)
+
+    def _reset_track(self):
+        self.track = None
+        if self.state in ("RUNNING", "MIN_RATE") and not self.fault and self.peak in (0, self.dose) \
+                and "CAP_HOLD" not in self.alarms and self.reservoir_can_deliver():
+            self.track = [self.t, Fraction(0), 0]
+
+    def _integrate(self, t):
+        if self.track is not None and t > self.t:
+            self.track[1] += self._rate_nl_per_ms() * (t - self.t)
+
+    def _check_track(self, t):
+        """SR-12/SR-21 tracking: delivered basal volume stays within one stroke (plus
+        the millisecond rounding and the minimum stroke gap) of the programmed
+        volume since the tracking interval began."""
+        tr = self.track
+        slack = self.stroke + self._rate_nl_per_ms() * (self.min_gap + 2)
+        self.counts["checks"] += 1
+        if tr[2] - tr[1] > slack:
+            raise Violation("SR-12", "delivered %d nL > programmed %s + one stroke since %d (t=%d)"
+                            % (tr[2], float(tr[1]), tr[0], t))
+        if tr[1] - tr[2] > slack:
+            raise Violation("SR-21", "delivered %d nL lags programmed %.0f nL by more than a"
+                            " stroke since %d (t=%d)" % (tr[2], float(tr[1]), tr[0], t))
+
+    def check_delivery_continues(self, t):
+        """SR-19: basal is never stopped on a computed remainder while R_o > 0 and the
+        switch has not tripped; equivalently the tracking interval must hold at ``t``."""
+        if self.track is not None:
+            self._check_track(t)
+
+    # ------------------------------------------------------------------ reservoir
+    def reservoir(self):
+        r = self.fill - self.v
+        tol = _ceil(self.v * self.p["volume_accuracy_permille"], 1000)
+        return r, r - tol, r + tol
+
+    def _note_empty(self):
+        # an empty reservoir is an interruption (SR terms); basal-rule checks skip
+        # the days around one rather than re-deriving the controller's marking
+        if not self.reservoir_can_deliver():
+            self.fault_seen_ms = self.t
+
+    def reservoir_can_deliver(self):
+        return not self.switch and self.reservoir()[2] > 0
+
+    def check_reservoir_alarms(self):
+        """SR-19: LOW_RESERVOIR active when R_p <= the volume threshold, EMPTY_SOON
+        when R_p <= 0 (checked against raise/clear events)."""
+        if self.res_conc <= 0:
+            return
+        r, rp, ro = self.reservoir()
+        if rp <= self.p["low_reservoir_nl"] and "LOW_RESERVOIR" not in self.alarms:
+            raise Violation("SR-19", "R_p=%d nL at %d but no LOW_RESERVOIR" % (rp, self.t))
+        if rp <= 0 and "RESERVOIR_EMPTY_SOON" not in self.alarms:
+            raise Violation("SR-19", "R_p=%d nL at %d but no RESERVOIR_EMPTY_SOON" % (rp, self.t))
