@@ -558,8 +558,10 @@ class Controller:
         self._refresh_rate(now)
 
     def _restart_dose(self, base, outage_upper):
+        """SR-11 restart cap (ng/day) from the last settled dose ``base``; with no
+        settled dose before the interruption the current dose is the base."""
         if base is None:
-            return self.daily_dose_ng()
+            base = self.daily_dose_ng()
         pct = restart_pct(outage_upper)
         v = base * pct // 100
         return v - v % 100
@@ -1227,7 +1229,7 @@ class Controller:
         base = self.history.last_settled_before(start, self.cfg.settle_ms)
         cur = self.daily_dose_ng()
         want = args["daily_dose_ng"]
-        if pct < 100 and base is not None:
+        if pct < 100:
             cap = self._restart_dose(base, dur)
             if want > cap:
                 raise Refusal("RESTART_CAP", "restart after an interruption of %s h is capped at"

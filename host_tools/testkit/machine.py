@@ -26,7 +26,7 @@ EDGES = [1, 2, 999, 1000, MIN - 1, MIN, MIN + 1, HOUR - 1, HOUR, HOUR + 1, 4 * H
 DT = st.one_of(st.sampled_from(EDGES), st.integers(1, 3 * DAY))
 DOSE_FACTORS = st.sampled_from([0, 500, 790, 800, 801, 850, 1000, 1100, 1150, 1151, 1300,
                                 1301, 2000])
-CONCS = st.sampled_from([500, 1000, 2000, 50, 750])
+CONCS = st.sampled_from([500, 1000, 2000, 500, 1000, 2000, 50, 750])
 OUTCOMES = st.sampled_from(["ok", "ok", "ok", "stall", "occlusion", "unknown"])
 
 
@@ -118,11 +118,24 @@ class ControllerMachine(RuleBasedStateMachine):
         self.two_phase("program", args)
 
     # ------------------------------------------------------------------ rules
+    # Time advances carry most of the weight: several rules draw from different scales.
     @rule(dt=DT)
     def advance(self, dt):
         self.t += dt
         if self.r.powered:
             self.r.advance(self.t)
+
+    @rule(dt=st.sampled_from(EDGES))
+    def advance_to_edge(self, dt):
+        self.advance(dt)
+
+    @rule(hours=st.integers(1, 30))
+    def advance_hours(self, hours):
+        self.advance(hours * HOUR)
+
+    @rule(days=st.integers(1, 12))
+    def advance_days(self, days):
+        self.advance(days * DAY)
 
     @rule(factor=DOSE_FACTORS, late=st.sampled_from([0, 0, 0, 1, 2]), wrong=st.booleans())
     def set_daily_dose(self, factor, late, wrong):
@@ -147,17 +160,19 @@ class ControllerMachine(RuleBasedStateMachine):
     def bolus(self, dose_ug, duration):
         self.two_phase("bolus", {"dose_ng": dose_ug * 1000, "duration_ms": duration})
 
-    @rule()
-    def patient_bolus(self):
-        self.single("patient_bolus", role="patient")
+    @rule(go=st.integers(0, 2))
+    def patient_bolus(self, go):
+        if go == 0:
+            self.single("patient_bolus", role="patient")
 
     @rule(reason=st.sampled_from(["procedure", "mri", "other"]))
     def stop(self, reason):
         self.two_phase("stop", {"reason": reason})
 
-    @rule()
-    def emergency_stop(self):
-        self.single("emergency_stop")
+    @rule(go=st.integers(0, 4))
+    def emergency_stop(self, go):
+        if go == 0:  # rarely: it ends every other rule's chance to run therapy
+            self.single("emergency_stop")
 
     @rule(rate=st.sampled_from([10_000, 20_000, 50_000]))
     def min_rate(self, rate):
@@ -212,9 +227,9 @@ class ControllerMachine(RuleBasedStateMachine):
         if self.r.powered:
             self.r.empty_switch(self.t, on)
 
-    @rule()
-    def session_end(self):
-        if self.r.powered:
+    @rule(go=st.integers(0, 2))
+    def session_end(self, go):
+        if go == 0 and self.r.powered:
             self.r.session_end(self.t)
 
     @rule(lower=st.sampled_from([0, MIN, 4 * HOUR, 4 * HOUR + 1, DAY, 3 * DAY]),

@@ -469,6 +469,7 @@ class Model:
         # the days around one rather than re-deriving the controller's marking
         if not self.reservoir_can_deliver():
             self.fault_seen_ms = self.t
+            self.track = None
 
     def reservoir_can_deliver(self):
         return not self.switch and self.reservoir()[2] > 0
