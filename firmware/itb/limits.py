@@ -201,8 +201,8 @@ class BasalHistory:
         last = None
         for i in range(len(self.segs) - 1, -1, -1):
             s = self.segs[i]
-            if s[0] >= t or s[2] != RUNNING:
-                continue
+            if s[0] > t or s[2] != RUNNING:
+                continue  # a dose set at t itself (even for 0 ms) preceded the interruption
             end = self.segs[i + 1][0] if i + 1 < len(self.segs) else t
             if end > t:
                 end = t

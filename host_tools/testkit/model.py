@@ -344,7 +344,8 @@ class Model:
         t, new, state = rec["t"], rec["ng_day"], rec["state"]
         was_running = self.state == "RUNNING"
         now_running = state == "RUNNING"
-        quiet = t - self.fault_seen_ms > 2 * DAY and t - self.power_seen_ms > 2 * DAY
+        quiet = (t - self.fault_seen_ms > 2 * DAY and t - self.power_seen_ms > 2 * DAY
+                 and self.reservoir_can_deliver() and not self.fault)
         if was_running and now_running and new != self.dose and quiet:
             self._check_basal_change(t, new)
         if not was_running and now_running and self.segs and quiet and self.restart:
@@ -397,7 +398,7 @@ class Model:
     def _check_restart(self, t, new):
         start = self.restart[0]
         dur = t - start
-        before = [(s, d, run) for (s, d, run) in self.segs if s < start]
+        before = [(s, d, run) for (s, d, run) in self.segs if s <= start]
         last = None
         for i in range(len(before) - 1, -1, -1):
             s, d, run = before[i]
