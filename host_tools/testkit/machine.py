@@ -174,18 +174,20 @@ class ControllerMachine(RuleBasedStateMachine):
         if go == 0:
             self.single("patient_bolus", role="patient")
 
-    @rule(reason=st.sampled_from(["procedure", "mri", "other"]))
-    def stop(self, reason):
-        self.two_phase("stop", {"reason": reason})
+    @rule(reason=st.sampled_from(["procedure", "mri", "other"]), go=st.integers(0, 2))
+    def stop(self, reason, go):
+        if go == 0:  # less often, so more of each run is therapy
+            self.two_phase("stop", {"reason": reason})
 
     @rule(go=st.integers(0, 4))
     def emergency_stop(self, go):
         if go == 0:  # rarely: it ends every other rule's chance to run therapy
             self.single("emergency_stop")
 
-    @rule(rate=st.sampled_from([10_000, 20_000, 50_000]))
-    def min_rate(self, rate):
-        self.two_phase("min_rate", {"rate_nl_per_day": rate})
+    @rule(rate=st.sampled_from([10_000, 20_000, 50_000]), go=st.integers(0, 2))
+    def min_rate(self, rate, go):
+        if go == 0:
+            self.two_phase("min_rate", {"rate_nl_per_day": rate})
 
     @rule(factor=st.sampled_from([0, 0, 500, 750, 1000, 1001]), check=st.booleans())
     def resume(self, factor, check):
