@@ -155,6 +155,9 @@ def validate(name, args):
         raise CommandError("UNKNOWN_COMMAND", "unknown command %r" % (name,))
     if type(args) is not dict:
         raise CommandError("BAD_ARGUMENT", "args must be a mapping")
+    for key in args:
+        if type(key) is not str:
+            raise CommandError("BAD_ARGUMENT", "%s: parameter names must be strings" % name)
     specs = params(name)
     known = [s["name"] for s in specs]
     for key in sorted(args):

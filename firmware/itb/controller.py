@@ -83,6 +83,7 @@ OUTCOMES = ("ok", "stall", "occlusion", "unknown")
 SEEN_IDS = 256  # SR-26: results of the last 256 command ids are kept
 ID_MAX = 0x7FFFFFFF
 HEARTBEAT_MS = 15 * MINUTE_MS  # SR-23
+MAX_T = 1 << 47  # therapy clock range, ms (about 4400 years)
 FAULT_GAP_MIN_MS = HOUR_MS  # "Interruption": trailing max(1 h, two stroke intervals)
 
 
@@ -149,6 +150,7 @@ class Controller:
         self.prepare_seq = 0
         self.seen = {}
         self.seen_order = []
+        self.id_floor = 0  # ids at or below this and not remembered are refused
         self.projecting = 0
         self._pending_events = []
 
@@ -214,7 +216,14 @@ class Controller:
         return mass_ng_up(self.cfg.stroke_nl, self._conc_hi())
 
     def caps(self):
-        """SR-3 caps in effect ``[cap_24h_ng, cap_1h_ng]`` (prescription or defaults)."""
+        """SR-3 caps in effect ``[cap_24h_ng, cap_1h_ng]`` (prescription or defaults).
+
+        Reading of SR-3 (recorded in the resolution note): the default caps are
+        computed from the highest basal daily dose in effect in the trailing 24 h,
+        not only the current one. A reduction (an automatic SR-11 restart, a taper)
+        must not shrink the cap below mass accepted under the previous dose and so
+        hold basal (precedence rule 2); the cap still never exceeds 2 x that dose +
+        the maximum bolus, bounded by the hard maximum."""
         cfg = self.cfg
         d = self.daily_dose_ng()
         peak = therapy.peak_rate(self.program) if self.program else 0
@@ -222,6 +231,12 @@ class Controller:
             conc = self.path.tip_concentration(self.res.concentration)
             d = mass_ng_up(self.min_rate_nl, conc)
             peak = d
+        recent = self.history.highest_dose(self.last_now)
+        if recent is not None:
+            if recent > d:
+                d = recent
+            if recent > peak:
+                peak = recent
         caps = default_caps(d, peak, self.stroke_mass_hi_ng(), cfg.max_bolus_ng,
                             cfg.max_daily_dose_ng)
         if self.rx is not None:
@@ -321,7 +336,7 @@ class Controller:
 
     # ------------------------------------------------------------------ time
     def _check_time(self, now):
-        if type(now) is not int or now < 0:
+        if type(now) is not int or now < 0 or now > MAX_T:
             raise ClockError("now must be a non-negative integer (ms)")
         if now < self.last_now:
             raise ClockError("now=%d is earlier than the last time %d (SR-23)" % (now, self.last_now))
@@ -610,6 +625,7 @@ class Controller:
             self.complete(self.pending[0], "unknown", start)
         lower = now - start
         upper = outage_upper_ms
+        gap = self._fault_gap_ms()
         if upper is not None and upper < lower:
             upper = lower
         self.last_now = now
@@ -627,8 +643,10 @@ class Controller:
             self.plan = None
             self._alarm("SAFE_STATE", 1, now)
         elif self.state == RUNNING and self.program:
-            self.history.record(start, 0, INTERRUPTED)
             dur = None if upper is None else upper
+            if dur is None or dur >= gap:
+                # an interruption by definition: no drug over max(1 h, two strokes)
+                self.history.record(start, 0, INTERRUPTED)
             if restart_pct(dur) < 100:
                 base = self.history.last_settled_before(start, self.cfg.settle_ms)
                 dose = self._restart_dose(base, dur)
@@ -646,6 +664,11 @@ class Controller:
             else:
                 self.outage_slack_ms += upper - lower
         self.heartbeat_ms = now
+        if self.state == STOPPED:
+            self._alarm("PUMP_STOPPED", 1, now)  # SR-17: the reset ended the session
+        if upper is None:
+            self.wall_delta = None
+            self._alarm("CLOCK_INVALID", 1, now)  # SR-23
         self._refresh_rate(now)
         self._reservoir_alarms(now)
         return self.drain_events()
@@ -671,6 +694,14 @@ class Controller:
         A command id seen before returns its recorded result unchanged (SR-26)."""
         name = command.get("name") if type(command) is dict else None
         cid = command.get("id") if type(command) is dict else None
+        if type(cid) is int and 1 <= cid <= self.id_floor and cid not in self.seen:
+            # SR-26: an id older than the remembered ones might have been applied:
+            # refuse it rather than risk applying it twice (ids must increase)
+            res = {"ok": 0, "reason": "STALE_ID", "message": "command id %d is older than the"
+                   " last %d remembered; use a new, larger id" % (cid, SEEN_IDS),
+                   "id": cid, "name": name if type(name) is str else "?"}
+            self._audit(now, cid, name, res)
+            return res
         if type(cid) is int and 1 <= cid <= ID_MAX and cid in self.seen:
             res = dict(self.seen[cid])
             res["replayed"] = 1
@@ -679,6 +710,8 @@ class Controller:
         try:
             if type(now) is not int or now < self.last_now:
                 raise Refusal("CLOCK_BACKWARDS", "time earlier than the last (SR-23)")
+            if now > MAX_T:
+                raise Refusal("BAD_ARGUMENT", "time beyond the therapy clock's range")
             if type(command) is not dict:
                 raise Refusal("BAD_ARGUMENT", "command must be a mapping")
             for key in command:
@@ -730,12 +763,18 @@ class Controller:
             self.seen_order.append(cid)
         self.seen[cid] = res
         while len(self.seen_order) > SEEN_IDS:
-            del self.seen[self.seen_order.pop(0)]
+            old = self.seen_order.pop(0)
+            del self.seen[old]
+            if old > self.id_floor:
+                self.id_floor = old
 
     def _audit(self, now, cid, name, res):
-        rec = {"k": "cmd", "t": now if type(now) is int else -1, "id": cid,
-               "name": name if type(name) is str and len(name) <= 32 else "?",
-               "ok": res["ok"], "reason": res["reason"]}
+        # every field of a record is range-checked (SR-1): a peer's odd name, id or
+        # time is recorded as "?" / 0 / -1, never allowed to break the audit
+        ok_name = type(name) is str and 0 < len(name) <= 32 and name in cmds.COMMANDS
+        rec = {"k": "cmd", "t": now if type(now) is int and 0 <= now <= MAX_T else -1,
+               "id": cid if type(cid) is int and 0 <= cid <= ID_MAX else 0,
+               "name": name if ok_name else "?", "ok": res["ok"], "reason": res["reason"]}
         self.store.append(rec)
 
     def _dispatch(self, name, args, role, now):
@@ -763,7 +802,7 @@ class Controller:
         res = self._run(inner, inner_args, now, 0)
         self.prepare_seq += 1
         h = binascii.crc32(_canon([inner, inner_args, self.prepare_seq, now]).encode()) & 0xFFFFFFFF
-        self.prepared = [h, inner, inner_args, now, role]
+        self.prepared = [h, inner, inner_args, now, role, _canon(res.get("effect"))]
         res["hash"] = h
         res["command"] = inner
         res["message"] = "prepared %s: confirm within %d s" % (inner, self.cfg.confirm_window_ms // 1000)
@@ -780,6 +819,12 @@ class Controller:
         if now - p[3] > self.cfg.confirm_window_ms:
             raise Refusal("CONFIRM_EXPIRED", "confirm came %d ms after prepare (limit %d, SR-15)"
                           % (now - p[3], self.cfg.confirm_window_ms))
+        # SR-15: apply only what was shown; if time or state changed the effect
+        # (a plan stepped, a restart band was crossed), ask for a new prepare
+        again = self._run(p[1], p[2], now, 0)
+        if _canon(again.get("effect")) != p[5]:
+            raise Refusal("EFFECT_CHANGED", "the effect of %s changed since prepare: prepare"
+                          " again" % p[1])
         res = self._run(p[1], p[2], now, 1)
         self.prepared = None
         res["command"] = p[1]
@@ -846,6 +891,7 @@ class Controller:
         """SR-6 on ``trial`` (a clone with the change applied): every window position
         from ``now`` to ``now + horizon`` stays within its cap. Returns the projected
         mass delivered in ``(now, now + 24 h]`` (ng, upper bound) and strokes."""
+        caps_now = trial.caps()
         evs = trial._project(now, now + horizon_ms)
         for i in (0, 1):
             w = WINDOWS_MS[i]
@@ -863,10 +909,9 @@ class Controller:
                     raise Refusal("CAP_EXCEEDED", "projected %s window reaches %d ng over its cap"
                                   " %d ng (SR-6)" % ("24 h" if i == 0 else "1 h",
                                                      acc, evs[j][2 + i]))
-        caps = trial.caps()
         past = [(e[0], e[1]) for e in evs if e[0] <= now]
         for i in (0, 1):
-            if max_window_sum(past, now, WINDOWS_MS[i]) > caps[i]:
+            if max_window_sum(past, now, WINDOWS_MS[i]) > caps_now[i]:
                 raise Refusal("CAP_EXCEEDED", "mass already counted exceeds the new cap (SR-6)")
         mass = 0
         strokes = 0
@@ -933,9 +978,14 @@ class Controller:
         d_lo = therapy.daily_dose_down(steps)
         conc = self.path.tip_concentration(self.res.concentration)
         self._check_daily_dose(d_hi, conc)
-        if therapy.peak_rate(steps) > self.cfg.max_daily_dose_ng:
-            raise Refusal("HARD_LIMIT", "a flex step rate is over the hard limit (SR-2)",
-                          self.cfg.max_daily_dose_ng)
+        for _start, rate in steps:
+            # SR-2: every step, not only the average, within the pump's rates; a
+            # zero step would be an unannounced interruption
+            try:
+                self._check_daily_dose(rate, conc)
+            except Refusal as r:
+                r.message = "flex step at minute %d: %s" % (_start, r.message)
+                raise
         self._check_basal_change(d_hi, d_lo, now)
 
         def attempt(steps2):

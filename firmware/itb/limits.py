@@ -178,6 +178,18 @@ class BasalHistory:
                 best = s[1]
         return best
 
+    def highest_dose(self, now, window_ms=DAY_MS):
+        """Highest running dose in effect in ``(now - W, now]`` (settled or not); None."""
+        best = None
+        lo = now - window_ms
+        for i in range(len(self.segs)):
+            s = self.segs[i]
+            if s[2] != RUNNING or s[0] > now:
+                continue
+            if (i + 1 == len(self.segs) or self.segs[i + 1][0] > lo) and (best is None or s[1] > best):
+                best = s[1]
+        return best
+
     def highest_settled(self, now, settle_ms, window_ms=DAY_MS):
         """SR-9 base: highest dose settled in ``(now - W, now]`` after the last
         interruption; None if none."""

@@ -13,7 +13,7 @@ asyncio app (Pico, virtual board) and the simulator call ``advance(now)`` when
 ``next_wake()`` comes due.
 """
 
-from itb.controller import Controller
+from itb.controller import MAX_T, Controller
 from itb.trace import decode, encode
 
 
@@ -113,7 +113,7 @@ class Runner:
 
     def command(self, command, now):
         """Advance to ``now`` and hand one command to the controller; returns its result."""
-        if type(now) is int and now >= self.ctrl.last_now:
+        if type(now) is int and self.ctrl.last_now <= now <= MAX_T:
             self._catch_up(now)  # a stale time goes to handle(), which refuses it (SR-23)
         self._live()  # power may have failed during a stroke on the way
         self._out({"k": "cmd", "t": now, "cmd": command})

@@ -34,7 +34,9 @@ def encode(obj):
     other value, e.g. a float from a bad command, as the string of its repr)."""
     t = type(obj)
     if t is dict:
-        return "{" + ",".join(_str(k) + ":" + encode(obj[k]) for k in sorted(obj)) + "}"
+        keys = [(k if type(k) is str else repr(k), k) for k in obj]
+        keys.sort(key=_first)
+        return "{" + ",".join(_str(s) + ":" + encode(obj[k]) for s, k in keys) + "}"
     if t is list or t is tuple:
         return "[" + ",".join(encode(x) for x in obj) + "]"
     if t is str:
@@ -51,6 +53,10 @@ def encode(obj):
 
 
 _STR_CACHE = {}
+
+
+def _first(pair):
+    return pair[0]
 
 
 def _str(s):

@@ -139,6 +139,10 @@ class Model:
         d, peak = self.dose, max(self.peak, self.dose)
         if self.state == "MIN_RATE":
             d = peak = _ceil(self.min_rate * self.tip_conc(), 1000)
+        # the project's reading of SR-3: defaults follow the highest basal dose in
+        # effect in the trailing 24 h, so a reduction does not shrink the cap
+        recent = max([dose for dose, _dur, _after in self._window_doses(self.t)], default=0)
+        d, peak = max(d, recent), max(peak, recent)
         cap24 = min(2 * d + p["max_bolus_ng"], p["max_daily_dose_ng"])
         cap1 = (_ceil(p["max_bolus_ng"], sm) + _ceil(_ceil(peak, 24), sm)) * sm
         if self.rx:
@@ -236,8 +240,8 @@ class Model:
                     raise Violation("SR-10", "first program over the start dose at %d" % t)
         elif name == "flex":
             self.peak = max(s[1] for s in args["steps"])
-        elif name in ("set_daily_dose", "titrate", "taper", "resume"):
-            self.peak = 0
+        elif name in ("set_daily_dose", "titrate", "taper"):
+            self.peak = 0  # continuous from now on (a resume may keep a flex program)
         elif name == "port_injection":
             self.counted.append((t, args["dose_ng"]))
         elif name == "min_rate":
@@ -327,6 +331,10 @@ class Model:
     def _on_power_cut(self, rec):
         self.power_seen_ms = self.t
         self.track = None
+        if self.state == "RUNNING":
+            # no drug while the power is off: the outage is an interruption
+            self.segs.append((self.t, self.dose, False))
+            self.restart = (self.t, 0)
 
     def _on_power_on(self, rec):
         if self.pending is not None:
@@ -336,6 +344,8 @@ class Model:
             self.v += nl
         self.power_seen_ms = self.t
         self.power_upper = rec["upper_ms"]
+        if self.state == "RUNNING" and not rec.get("boot_loop"):
+            self.segs.append((self.t, self.dose, True))  # RUNNING resumes by itself (SR-11)
         self._reset_track()
 
     power_upper = 0
