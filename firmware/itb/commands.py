@@ -43,7 +43,7 @@ class CommandError(Exception):
     """A command the schema refuses: ``reason`` (code) and ``message``."""
 
     def __init__(self, reason, message):
-        Exception.__init__(self, message)
+        super().__init__(message)
         self.reason = reason
         self.message = message
 

@@ -91,7 +91,7 @@ class Refusal(Exception):
     """A rule refuses a command: reason code, message, allowed value, extras."""
 
     def __init__(self, reason, message, allowed=None, extra=None):
-        Exception.__init__(self, message)
+        super().__init__(message)
         self.reason = reason
         self.message = message
         self.allowed = allowed

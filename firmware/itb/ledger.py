@@ -42,7 +42,7 @@ class MemoryStore:
     """Append-only record list kept in memory (last ``keep`` records; ``count``
     counts all of them, by kind in ``counts``)."""
 
-    def __init__(self, keep=100000):
+    def __init__(self, keep=256):
         self.keep = keep
         self.items = []
         self.count = 0

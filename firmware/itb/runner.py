@@ -176,30 +176,36 @@ class _ReplayBoard:
         return rec["res"]
 
 
-def replay(lines, store=None):
-    """Re-run the inputs of a trace (iterable of lines). Returns the list of lines
-    the runner writes; equal to the input trace when the code behaves the same."""
-    out = []
+def replay(lines, sink=None, store=None):
+    """Re-run the inputs of a trace (an iterable of lines, read once, in order).
+
+    Every line the runner writes goes to ``sink`` (a callable); without one they are
+    collected and returned as a list. The output equals the input trace when the
+    code behaves the same. Motor outcomes are read from the trace: each precedes the
+    input record that caused its stroke, so one pass suffices (small heap)."""
+    out = None
+    if sink is None:
+        out = []
+        sink = out.append
     board = _ReplayBoard()
     runner = None
-    pending = []
     for line in lines:
         line = line.strip()
-        if line:
-            pending.append(decode(line))
-    for rec in pending:
-        if rec["k"] == "outcome":
-            board.outcomes.append(rec)
-    for rec in pending:
+        if not line:
+            continue
+        rec = decode(line)
         k = rec["k"]
         t = rec["t"]
-        if k == "config":
-            out.append(encode(rec))
-            runner = Runner(Controller(rec.get("cfg") or None, store), board, out.append)
+        if k == "outcome":
+            board.outcomes.append(rec)
+        elif k == "config":
+            sink(encode(rec))
+            runner = Runner(Controller(rec.get("cfg") or None, store), board, sink)
+        elif k in ("stroke", "result", "alarm", "basal"):
             continue
-        if runner is None:
+        elif runner is None:
             raise ValueError("trace must start with a config record")
-        if k == "cmd":
+        elif k == "cmd":
             try:
                 runner.command(rec["cmd"], t)
             except PoweredOff:
