@@ -20,21 +20,35 @@ trace (JSONL, ``firmware/itb/trace.py``) goes to ``out/demo_trace.jsonl`` by def
 import argparse
 import json
 import re
-from decimal import Decimal
+import sys
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from itb import commands as cmds
-from itb import runner as rn
-
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO / "firmware") not in sys.path:  # also runs without the package installed
+    sys.path.insert(0, str(REPO / "firmware"))
+
+from itb import commands as cmds  # noqa: E402  (after the path fallback above)
+from itb import runner as rn  # noqa: E402
+
 DEFAULT_EXAMPLE = REPO / "examples" / "demo_spinal.json"
 DEFAULT_TRACE = REPO / "out" / "demo_trace.jsonl"
 MINUTE_MS, HOUR_MS, DAY_MS = 60_000, 3_600_000, 86_400_000
 CONFIRM_DELAY_MS = 20_000  # the clinician reads the prepared effect, then confirms
-AT_RE = re.compile(r"^\s*day\s+(\d+)(?:\s+(\d{1,2}):(\d{2}))?\s*$")
+AT_RE = re.compile(r"^\s*day\s+(\d+)(?:\s+([01]?\d|2[0-3]):([0-5]\d))?\s*$")
+SCENARIO_KEYS = {"title", "notes", "days", "config", "setup", "events"}
+EVENT_KEYS = {"at", "command", "args", "role", "expect"}
+
+
+class ScenarioError(ValueError):
+    """The scenario file is wrong; the message lists every problem found."""
+
+
 ALLOWED_IN_MS = ("LOCKOUT", "PATIENT_MAX", "BOLUS_TOO_SHORT", "NO_INCREASE")
-HEADER = ("ITB pump controller demo: research/engineering tool, NOT a medical device. "
-          "Never connect it to a person.")
+HEADER = (
+    "ITB pump controller demo: research/engineering tool, NOT a medical device. "
+    "Never connect it to a person."
+)
 
 
 class OkBoard:
@@ -47,7 +61,7 @@ class OkBoard:
 def parse_at(text):
     m = AT_RE.match(text)
     if not m:
-        raise ValueError(f"bad time {text!r}: use 'day D' or 'day D HH:MM'")
+        raise ValueError(f"bad time {text!r}: use 'day D' or 'day D HH:MM' (HH 00-23)")
     return int(m[1]) * DAY_MS + int(m[2] or 0) * HOUR_MS + int(m[3] or 0) * MINUTE_MS
 
 
@@ -67,6 +81,8 @@ def canonical_args(name, args):
             base = p["name"][: -len(p["units"][0][0])] if p["units"] else None
             factor = [f for s, f in p["units"] if key == f"{base}{s}"]
             if factor:
+                if type(value) not in (int, float):
+                    raise ValueError(f"{name}: {key}={value!r} must be a number")
                 v = Decimal(str(value)) * factor[0]
                 if v != v.to_integral_value():
                     raise ValueError(f"{name}: {key}={value} is not a whole {p['name']}")
@@ -75,6 +91,41 @@ def canonical_args(name, args):
         else:
             raise ValueError(f"{name}: unknown argument {key!r}")
     return out
+
+
+def check_scenario(scenario):
+    """Every problem in a scenario (a list of strings; empty when it is fine)."""
+    if not isinstance(scenario, dict):
+        return ["the scenario must be a JSON object"]
+    errors = [
+        f"unknown key {k!r} (known: {', '.join(sorted(SCENARIO_KEYS))})"
+        for k in scenario
+        if k not in SCENARIO_KEYS
+    ]
+    for part in ("setup", "events"):
+        for i, ev in enumerate(scenario.get(part, [])):
+            where = f"{part}[{i}]"
+            if not isinstance(ev, dict):
+                errors.append(f"{where}: must be an object")
+                continue
+            errors += [f"{where}: unknown key {k!r}" for k in ev if k not in EVENT_KEYS]
+            name = ev.get("command")
+            if name not in cmds.COMMANDS or name in ("prepare", "confirm"):
+                errors.append(
+                    f"{where}: unknown command {name!r} (known: "
+                    f"{', '.join(n for n in cmds.NAMES if n not in ('prepare', 'confirm'))})"
+                )
+                continue
+            if part == "events":
+                try:
+                    parse_at(str(ev.get("at", "")))
+                except ValueError as e:
+                    errors.append(f"{where}: {e}")
+            try:
+                canonical_args(name, ev.get("args", {}))
+            except (ValueError, InvalidOperation) as e:
+                errors.append(f"{where}: {e}")
+    return errors
 
 
 def dec(value, scale, places):
@@ -132,19 +183,23 @@ class Demo:
         s = self.ctrl.status()
         basal = dec(s["daily_dose_ng"], 1000, 1) if s["state"] == "RUNNING" else s["state"]
         nominal = dec(self.ctrl.delivered_pg - prev_pg, 1_000_000, 1)  # 1 ug = 10^6 pg
-        row = (f"{day:3d}  {basal:>10}  {self.day_strokes:7d}  {dec(self.day_ng_hi, 1000, 1):>10}"
-               f"  {nominal:>10}  {dec(s['reservoir_nl'], 1_000_000, 3):>7}"
-               f"  {dec(s['reservoir_pess_nl'], 1_000_000, 3):>7}"
-               f"  {s['concentration_ug_per_ml']:5d}  {' '.join(self.day_alarms) or '-'}")
+        row = (
+            f"{day:3d}  {basal:>10}  {self.day_strokes:7d}  {dec(self.day_ng_hi, 1000, 1):>10}"
+            f"  {nominal:>10}  {dec(s['reservoir_nl'], 1_000_000, 3):>7}"
+            f"  {dec(s['reservoir_pess_nl'], 1_000_000, 3):>7}"
+            f"  {s['concentration_ug_per_ml']:5d}  {' '.join(self.day_alarms) or '-'}"
+        )
         self.day_strokes, self.day_ng_hi, self.day_alarms = 0, 0, []
         return row
 
     def run(self, scenario, days):
         for i, ev in enumerate(scenario.get("setup", [])):
+            ev = dict(ev, expect=ev.get("expect", "ok"))  # set-up must succeed
             self.command(ev, i * MINUTE_MS)
         events = sorted((parse_at(e["at"]), i, e) for i, e in enumerate(scenario.get("events", [])))
         skipped = [e for e in events if e[0] >= days * DAY_MS]
-        print("day  basal ug/d  strokes  counted ug  nominal ug   res mL  pess mL  ug/mL  alarms raised")
+        print("day  basal ug/d  strokes  counted ug  nominal ug   res mL  pess mL  ug/mL"
+              "  alarms raised")
         prev_pg = 0
         for day in range(days):
             end = (day + 1) * DAY_MS
@@ -163,14 +218,19 @@ def describe(name, res):
     if not res["ok"]:
         text = f"REFUSED {res['reason']}: {res['message']}"
         if "allowed" in res:
-            unit = "_ms" if res["reason"] in ALLOWED_IN_MS else (
-                cmds.params(name)[0]["name"] if cmds.params(name) else "")
+            unit = (
+                "_ms"
+                if res["reason"] in ALLOWED_IN_MS
+                else (cmds.params(name)[0]["name"] if cmds.params(name) else "")
+            )
             text += f"; allowed {human(unit, res['allowed'])}"
         offer = res.get("offer")
         if offer:
-            text += (f"\n{'':24}offered: {offer['command']} to "
-                     f"{human('daily_ng', offer['target_daily_dose_ng'])}, "
-                     f"{offer['step_pct']} % every {human('_ms', offer['every_ms'])}")
+            text += (
+                f"\n{'':24}offered: {offer['command']} to "
+                f"{human('daily_ng', offer['target_daily_dose_ng'])}, "
+                f"{offer['step_pct']} % every {human('_ms', offer['every_ms'])}"
+            )
         return text
     out = [f"state {e['state']}"] if e.get("state", "RUNNING") != "RUNNING" else []
     if e.get("daily_dose_ng") and not out:
@@ -179,8 +239,11 @@ def describe(name, res):
         out.append("steps " + " > ".join(dec(d, 1000, 1) for d in e["plan_doses_ng"]))
     if "restart_pct" in e:
         out.append(f"restart at {e['restart_pct']} %")
-    for key, label in (("bolus_ng", "bolus"), ("discrepancy_nl", "refill discrepancy"),
-                       ("mass_24h_ng", "next 24 h <=")):
+    for key, label in (
+        ("bolus_ng", "bolus"),
+        ("discrepancy_nl", "refill discrepancy"),
+        ("mass_24h_ng", "next 24 h <="),
+    ):
         if key in e and (e[key] or key == "discrepancy_nl"):
             out.append(f"{label} {human(key, e[key])}")
     if e.get("empty_in_ms", 0) > 0:
@@ -189,23 +252,45 @@ def describe(name, res):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m host_tools.demo",
-                                 description=__doc__.split("\n")[0])
-    ap.add_argument("example", nargs="?", default=str(DEFAULT_EXAMPLE),
-                    help="scenario JSON (default: examples/demo_spinal.json)")
+    ap = argparse.ArgumentParser(
+        prog="python -m host_tools.demo", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument(
+        "example",
+        nargs="?",
+        default=str(DEFAULT_EXAMPLE),
+        help="scenario JSON (default: examples/demo_spinal.json)",
+    )
     ap.add_argument("--days", type=int, help="days to run (default: the scenario's, else 20)")
-    ap.add_argument("--trace", default=str(DEFAULT_TRACE),
-                    help="JSONL trace output (default: out/demo_trace.jsonl)")
+    ap.add_argument(
+        "--trace",
+        default=str(DEFAULT_TRACE),
+        help="JSONL trace output (default: out/demo_trace.jsonl)",
+    )
     a = ap.parse_args(argv)
-    scenario = json.loads(Path(a.example).read_text())
-    days = a.days or scenario.get("days", 20)
+    try:
+        scenario = json.loads(Path(a.example).read_text())
+    except (OSError, ValueError) as e:
+        print(f"{a.example}: cannot read the scenario: {e}", file=sys.stderr)
+        return 2
+    errors = check_scenario(scenario)
+    if errors:
+        for err in errors:
+            print(f"{a.example}: {err}", file=sys.stderr)
+        return 2
+    days = a.days if a.days is not None else scenario.get("days", 20)
+    if days < 1:
+        print("--days must be at least 1", file=sys.stderr)
+        return 2
     trace = Path(a.trace)
     trace.parent.mkdir(parents=True, exist_ok=True)
     print(HEADER)
     print(f"Scenario: {scenario.get('title', '?')}")
     print(f"  file {a.example}, {days} days, config overrides: {scenario.get('config') or 'none'}")
-    print("counted ug = sum of the strokes' upper-bound masses (what the caps count, SR-4);"
-          " nominal ug = mass at nominal concentrations\n")
+    print(
+        "counted ug = sum of the strokes' upper-bound masses (what the caps count, SR-4);"
+        " nominal ug = mass at nominal concentrations\n"
+    )
     with trace.open("w") as f:
         demo = Demo(scenario, f)
         skipped = demo.run(scenario, days)
@@ -220,9 +305,10 @@ def main(argv=None):
         print(f"{'':24}{describe(name, res)}{mark}")
     for _at, _i, ev in skipped:
         print(f"  (not run, after the last day: {ev['command']} at {ev['at']})")
-    if surprises:
-        print(f"\n{surprises} outcome(s) differ from the scenario's expectations")
     print(f"\nTrace written to {trace} ({demo.ctrl.stroke_seq} strokes in total)")
+    if surprises:
+        print(f"{surprises} outcome(s) differ from the scenario's expectations", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -75,8 +75,12 @@ class Bench:
         """One single-phase command (or a raw two-phase one)."""
         t = self.t if t is None else t
         self.t = t
-        cmd = {"name": name, "id": self.fresh_id() if cid is None else cid, "role": role,
-               "args": {} if args is None else args}
+        cmd = {
+            "name": name,
+            "id": self.fresh_id() if cid is None else cid,
+            "role": role,
+            "args": {} if args is None else args,
+        }
         res = self.r.command(cmd, t)
         self.results.append(res)
         return res
@@ -92,13 +96,13 @@ class Bench:
             return p
         return self.send("confirm", {"hash": p["hash"]}, confirm_t, role)
 
-    def setup(self, dose_ng=100_000, conc=500, origin="spinal", t=None, fill_nl=20 * ML,
-              **program_args):
+    def setup(
+        self, dose_ng=100_000, conc=500, origin="spinal", t=None, fill_nl=20 * ML, **program_args
+    ):
         """Refill ``fill_nl`` (default 20 mL) at ``conc``, prime contents "drug",
         program ``dose_ng`` for ``origin``; asserts every step is accepted."""
         for name, args in (
-            ("refill", {"aspirated_nl": 0, "volume_nl": fill_nl,
-                        "concentration_ug_per_ml": conc}),
+            ("refill", {"aspirated_nl": 0, "volume_nl": fill_nl, "concentration_ug_per_ml": conc}),
             ("prime", {"contents": "drug"}),
         ):
             res = self.confirm(name, args, t)

@@ -5,8 +5,7 @@ expected values are worked out by hand in the comments.
 """
 
 import pytest
-
-from helpers import Bench, setup
+from helpers import setup
 
 H = 3_600_000
 D = 86_400_000
@@ -56,8 +55,9 @@ def test_sr9_short_power_blip_keeps_the_taper_base():
     b.advance(t)
     b.power_cut(t + 1000)
     b.power_on(t + 2000, 1000)
-    b.assert_refused("DOWN_CAP", lambda: b.prepare("set_daily_dose", {"daily_dose_ng": 10_000}),
-                     t + 3000)
+    b.assert_refused(
+        "DOWN_CAP", lambda: b.prepare("set_daily_dose", {"daily_dose_ng": 10_000}), t + 3000
+    )
 
 
 @pytest.mark.sr("SR-2", "SR-24")
@@ -66,10 +66,12 @@ def test_sr2_flex_step_below_the_minimum_rate_is_refused():
     = 10 ug/day at 500 ug/mL); a 0 step would stop delivery for hours."""
     b = setup()
     b.advance(2 * D)
-    b.assert_refused("OUT_OF_RANGE", lambda: b.prepare(
-        "flex", {"steps": [[0, 0], [1200, 600_000]]}))
-    res = b.assert_refused("HARD_LIMIT", lambda: b.prepare(
-        "flex", {"steps": [[0, 5_000], [1200, 600_000]]}))
+    b.assert_refused(
+        "OUT_OF_RANGE", lambda: b.prepare("flex", {"steps": [[0, 0], [1200, 600_000]]})
+    )
+    res = b.assert_refused(
+        "HARD_LIMIT", lambda: b.prepare("flex", {"steps": [[0, 5_000], [1200, 600_000]]})
+    )
     assert "flex step at minute 0" in res["message"]
     assert res["allowed"] == 10_000
 
@@ -88,13 +90,16 @@ def test_sr9_offered_taper_is_accepted():
 
 
 @pytest.mark.sr("SR-1", "SR-14")
-@pytest.mark.parametrize("cmd, now", [
-    ({"name": "\u00e9", "id": 91, "role": "clinician", "args": {}}, H),
-    ({"name": "acknowledge", "id": 2 ** 70, "role": "clinician", "args": {}}, H),
-    ({"name": "acknowledge", "id": 92, "role": "clinician", "args": {1: 1, "code": "all"}}, H),
-    ({"name": "acknowledge", "id": 93, "role": "clinician", "args": {None: 1}}, H),
-    ({"name": "acknowledge", "id": 94, "role": "clinician", "args": {}}, 2 ** 62),
-])
+@pytest.mark.parametrize(
+    "cmd, now",
+    [
+        ({"name": "\u00e9", "id": 91, "role": "clinician", "args": {}}, H),
+        ({"name": "acknowledge", "id": 2**70, "role": "clinician", "args": {}}, H),
+        ({"name": "acknowledge", "id": 92, "role": "clinician", "args": {1: 1, "code": "all"}}, H),
+        ({"name": "acknowledge", "id": 93, "role": "clinician", "args": {None: 1}}, H),
+        ({"name": "acknowledge", "id": 94, "role": "clinician", "args": {}}, 2**62),
+    ],
+)
 def test_sr14_odd_inputs_are_refused_with_one_record(cmd, now):
     """Odd names, huge ids, non-string keys, an absurd time: refused with a reason and
     one audit record, nothing changed, and the clock is not moved (SR-23)."""

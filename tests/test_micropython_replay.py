@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import Bench
 
 H = 3_600_000
@@ -34,8 +33,9 @@ class RecordingBench(Bench):
 
 def _scripted_trace():
     b = RecordingBench()
-    b.setup(dose_ng=200_000, patient_bolus_ng=20_000, patient_lockout_ms=2 * H,
-            patient_max_per_24h=4)
+    b.setup(
+        dose_ng=200_000, patient_bolus_ng=20_000, patient_lockout_ms=2 * H, patient_max_per_24h=4
+    )
     b.r.set_rtc(H, 1_800_000_000_000)
     b.advance(D + H)
     b.confirm("set_daily_dose", {"daily_dose_ng": 250_000})
@@ -43,8 +43,11 @@ def _scripted_trace():
     b.send("patient_bolus", {}, D + 3 * H, role="patient")
     b.board.queue = ["stall", "stall", "unknown"]
     b.advance(2 * D)
-    b.confirm("refill", {"aspirated_nl": 1_000_000, "volume_nl": 20_000_000,
-                         "concentration_ug_per_ml": 2000}, 2 * D)
+    b.confirm(
+        "refill",
+        {"aspirated_nl": 1_000_000, "volume_nl": 20_000_000, "concentration_ug_per_ml": 2000},
+        2 * D,
+    )
     b.confirm("bolus", {"dose_ng": 40_000, "duration_ms": 60_000}, 2 * D + H)
     b.power_cut(3 * D)
     b.power_on(3 * D + 5 * H, 6 * H)
@@ -71,8 +74,13 @@ def test_micropython_replays_a_cpython_trace_byte_for_byte(tmp_path):
         "replay(open(sys.argv[1]), lambda line: f.write(line + '\\n'))\nf.close()\n"
     )
     dst = tmp_path / "out.jsonl"
-    proc = subprocess.run([micropython, "-X", "heapsize=2M", "-c", script, str(src), str(dst)],
-                          env=dict(os.environ, MICROPYPATH=str(FIRMWARE)), capture_output=True,
-                          text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [micropython, "-X", "heapsize=2M", "-c", script, str(src), str(dst)],
+        env=dict(os.environ, MICROPYPATH=str(FIRMWARE)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert dst.read_text().splitlines() == lines

@@ -10,8 +10,23 @@ from hypothesis import settings
 
 from host_tools.testkit.machine import ControllerMachine
 
-pytestmark = pytest.mark.sr("SR-3", "SR-4", "SR-5", "SR-8", "SR-9", "SR-10", "SR-11", "SR-12",
-                            "SR-14", "SR-16", "SR-17", "SR-18", "SR-19", "SR-21", "SR-27")
+pytestmark = pytest.mark.sr(
+    "SR-3",
+    "SR-4",
+    "SR-5",
+    "SR-8",
+    "SR-9",
+    "SR-10",
+    "SR-11",
+    "SR-12",
+    "SR-14",
+    "SR-16",
+    "SR-17",
+    "SR-18",
+    "SR-19",
+    "SR-21",
+    "SR-27",
+)
 
 ControllerMachine.TestCase.settings = settings(settings.default, stateful_step_count=50)
 TestControllerMachine = ControllerMachine.TestCase

@@ -38,12 +38,17 @@ def test_sr1_dose_resolution_and_types_refused_by_controller():
     b.advance(DAY)
 
     def direct(value):  # straight to the controller (the trace cannot encode a float)
-        cmd = {"name": "prepare", "id": b.fresh_id(), "role": "clinician",
-               "args": {"command": "set_daily_dose", "args": {"daily_dose_ng": value}}}
+        cmd = {
+            "name": "prepare",
+            "id": b.fresh_id(),
+            "role": "clinician",
+            "args": {"command": "set_daily_dose", "args": {"daily_dose_ng": value}},
+        }
         return lambda: b.ctrl.handle(cmd, DAY)
 
-    b.assert_refused("OUT_OF_RANGE", lambda: b.prepare("set_daily_dose",
-                                                       {"daily_dose_ng": 100_050}))
+    b.assert_refused(
+        "OUT_OF_RANGE", lambda: b.prepare("set_daily_dose", {"daily_dose_ng": 100_050})
+    )
     b.assert_refused("BAD_ARGUMENT", direct(100_000.0))
     b.assert_refused("BAD_ARGUMENT", direct(True))
     b.assert_refused("BAD_ARGUMENT", direct("100000"))
@@ -55,8 +60,9 @@ def test_sr1_dose_resolution_and_types_refused_by_controller():
 def test_sr1_float_argument_through_runner_is_refused_and_logged():
     b = setup(D100)
     b.advance(DAY)
-    b.assert_refused("BAD_ARGUMENT", lambda: b.prepare("set_daily_dose",
-                                                       {"daily_dose_ng": 100_000.0}))
+    b.assert_refused(
+        "BAD_ARGUMENT", lambda: b.prepare("set_daily_dose", {"daily_dose_ng": 100_000.0})
+    )
 
 
 @pytest.mark.sr("SR-1")
@@ -75,16 +81,24 @@ def test_sr1_audit_records_are_integers_and_short_ascii():
 @pytest.mark.sr("SR-2", "SR-14")
 def test_sr2_max_daily_dose_is_a_hard_limit():
     b = Bench()
-    b.confirm("refill", {"aspirated_nl": 0, "volume_nl": 20 * ML,
-                         "concentration_ug_per_ml": 2000}, 0)
+    b.confirm(
+        "refill", {"aspirated_nl": 0, "volume_nl": 20 * ML, "concentration_ug_per_ml": 2000}, 0
+    )
     b.confirm("prime", {"contents": "drug"}, 0)
-    res = b.assert_refused("HARD_LIMIT", lambda: b.prepare(
-        "program", {"daily_dose_ng": 2_000_100, "origin": "spinal"}), 0)
+    res = b.assert_refused(
+        "HARD_LIMIT",
+        lambda: b.prepare("program", {"daily_dose_ng": 2_000_100, "origin": "spinal"}),
+        0,
+    )
     assert res["allowed"] == 2_000_000
     # a prescription cap can not lift the hard limit either
-    res = b.assert_refused("HARD_LIMIT", lambda: b.prepare(
-        "program", {"daily_dose_ng": 100_000, "origin": "spinal",
-                    "cap_24h_ng": 2_000_100}), 0)
+    res = b.assert_refused(
+        "HARD_LIMIT",
+        lambda: b.prepare(
+            "program", {"daily_dose_ng": 100_000, "origin": "spinal", "cap_24h_ng": 2_000_100}
+        ),
+        0,
+    )
     assert res["allowed"] == 2_000_000
 
 
@@ -92,16 +106,22 @@ def test_sr2_max_daily_dose_is_a_hard_limit():
 @pytest.mark.parametrize("conc", [50, 750, 5000])
 def test_sr2_only_library_concentrations_fill_the_pump(conc):
     b = Bench()
-    b.assert_refused("BAD_CONCENTRATION", lambda: b.prepare(
-        "refill", {"aspirated_nl": 0, "volume_nl": 20 * ML, "concentration_ug_per_ml": conc}), 0)
+    b.assert_refused(
+        "BAD_CONCENTRATION",
+        lambda: b.prepare(
+            "refill", {"aspirated_nl": 0, "volume_nl": 20 * ML, "concentration_ug_per_ml": conc}
+        ),
+        0,
+    )
 
 
 @pytest.mark.sr("SR-2")
 def test_sr2_max_single_bolus():
     b = setup(D100)
     b.advance(HOUR)
-    res = b.assert_refused("HARD_LIMIT", lambda: b.prepare(
-        "bolus", {"dose_ng": 100_100, "duration_ms": HOUR}))
+    res = b.assert_refused(
+        "HARD_LIMIT", lambda: b.prepare("bolus", {"dose_ng": 100_100, "duration_ms": HOUR})
+    )
     assert res["allowed"] == 100_000
 
 
@@ -110,8 +130,9 @@ def test_sr2_bolus_too_short_for_max_rate_offers_shortest_duration():
     b = setup(D100)
     b.advance(HOUR)
     # 10 ug = 10 strokes of 2 uL; 1 mL/min -> 120 ms a stroke -> 1200 ms
-    res = b.assert_refused("BOLUS_TOO_SHORT", lambda: b.prepare(
-        "bolus", {"dose_ng": 10_000, "duration_ms": 1199}))
+    res = b.assert_refused(
+        "BOLUS_TOO_SHORT", lambda: b.prepare("bolus", {"dose_ng": 10_000, "duration_ms": 1199})
+    )
     assert res["allowed"] == 1200
     assert b.prepare("bolus", {"dose_ng": 10_000, "duration_ms": 1200})["ok"] == 1
 
@@ -121,11 +142,11 @@ def test_sr2_minimum_rate():
     b = setup(D100)
     b.advance(DAY)
     # 20 uL/day at 500 ug/mL = 10 ug/day: 9.9 ug/day is below the pump's minimum rate
-    res = b.assert_refused("HARD_LIMIT", lambda: b.prepare(
-        "set_daily_dose", {"daily_dose_ng": 9_900}))
+    res = b.assert_refused(
+        "HARD_LIMIT", lambda: b.prepare("set_daily_dose", {"daily_dose_ng": 9_900})
+    )
     assert res["allowed"] == 10_000
-    res = b.assert_refused("HARD_LIMIT", lambda: b.prepare(
-        "min_rate", {"rate_nl_per_day": 19_999}))
+    res = b.assert_refused("HARD_LIMIT", lambda: b.prepare("min_rate", {"rate_nl_per_day": 19_999}))
     assert res["allowed"] == 20_000
     assert b.prepare("min_rate", {"rate_nl_per_day": 20_000})["ok"] == 1
 
@@ -136,8 +157,9 @@ def test_sr2_minimum_rate():
 @pytest.mark.sr("SR-3")
 def test_sr3_program_reports_stroke_mass_and_default_caps_at_2000():
     b = Bench()
-    b.confirm("refill", {"aspirated_nl": 0, "volume_nl": 20 * ML,
-                         "concentration_ug_per_ml": 2000}, 0)
+    b.confirm(
+        "refill", {"aspirated_nl": 0, "volume_nl": 20 * ML, "concentration_ug_per_ml": 2000}, 0
+    )
     b.confirm("prime", {"contents": "drug"}, 0)
     res = b.confirm("program", {"daily_dose_ng": D100, "origin": "spinal"}, 0)
     e = res["effect"]
@@ -161,13 +183,22 @@ def test_sr3_default_caps_recomputed_at_each_change():
 @pytest.mark.sr("SR-3")
 def test_sr3_prescription_caps_and_stroke_must_fit():
     b = Bench()
-    b.confirm("refill", {"aspirated_nl": 0, "volume_nl": 20 * ML,
-                         "concentration_ug_per_ml": 2000}, 0)
+    b.confirm(
+        "refill", {"aspirated_nl": 0, "volume_nl": 20 * ML, "concentration_ug_per_ml": 2000}, 0
+    )
     b.confirm("prime", {"contents": "drug"}, 0)
-    b.assert_refused("STROKE_TOO_LARGE", lambda: b.prepare(
-        "program", {"daily_dose_ng": D100, "origin": "spinal", "cap_1h_ng": 3_900}), 0)
-    res = b.confirm("program", {"daily_dose_ng": D100, "origin": "spinal",
-                                "cap_24h_ng": 250_000, "cap_1h_ng": 20_000}, 0)
+    b.assert_refused(
+        "STROKE_TOO_LARGE",
+        lambda: b.prepare(
+            "program", {"daily_dose_ng": D100, "origin": "spinal", "cap_1h_ng": 3_900}
+        ),
+        0,
+    )
+    res = b.confirm(
+        "program",
+        {"daily_dose_ng": D100, "origin": "spinal", "cap_24h_ng": 250_000, "cap_1h_ng": 20_000},
+        0,
+    )
     assert res["ok"] and b.status()["caps_ng"] == [250_000, 20_000]
 
 
@@ -202,8 +233,10 @@ def test_sr4_uncertain_tip_counts_the_higher_concentration():
     b = setup(D100)
     b.advance(HOUR)
     n0 = len(b.stroke_recs)
-    assert b.confirm("refill", {"aspirated_nl": 19_990_000, "volume_nl": 20 * ML,
-                                "concentration_ug_per_ml": 2000})["ok"]
+    assert b.confirm(
+        "refill",
+        {"aspirated_nl": 19_990_000, "volume_nl": 20 * ML, "concentration_ug_per_ml": 2000},
+    )["ok"]
     b.advance(HOUR + 2 * DAY)
     recs = b.stroke_recs[n0:]
     # dead volume 374 uL, band 74.8 uL. Stroke k leaves 374 - 2k uL of old fluid at the
@@ -247,8 +280,9 @@ def test_sr6_bolus_refused_with_largest_feasible_value():
     assert b.confirm("port_injection", {"dose_ng": 50_000}, t)["ok"]
     # 1 h window ending at 4320 s holds 5 basal strokes + 50 ug injection + the bolus:
     # 5 + 50 + X <= 105 -> X <= 50 ug
-    res = b.assert_refused("CAP_EXCEEDED", lambda: b.prepare(
-        "bolus", {"dose_ng": 51_000, "duration_ms": MIN}))
+    res = b.assert_refused(
+        "CAP_EXCEEDED", lambda: b.prepare("bolus", {"dose_ng": 51_000, "duration_ms": MIN})
+    )
     assert res["allowed"] == 50_000
     assert b.prepare("bolus", {"dose_ng": 50_000, "duration_ms": MIN})["ok"] == 1
 
@@ -258,8 +292,9 @@ def test_sr6_basal_change_checked_against_future_windows():
     b = setup(D100, cap_24h_ng=120_000)
     b.advance(2 * DAY)
     # 130 ug/day reaches 130 ug in the window ending 24 h from now: over 120
-    res = b.assert_refused("CAP_EXCEEDED", lambda: b.prepare(
-        "set_daily_dose", {"daily_dose_ng": 130_000}))
+    res = b.assert_refused(
+        "CAP_EXCEEDED", lambda: b.prepare("set_daily_dose", {"daily_dose_ng": 130_000})
+    )
     a = res["allowed"]
     assert 100_000 < a <= 120_000
     assert b.prepare("set_daily_dose", {"daily_dose_ng": a})["ok"] == 1
@@ -297,13 +332,15 @@ def test_sr7_cap_hold_alarm_and_release_at_the_window_edge():
 
 
 @pytest.mark.sr("SR-8", "SR-14")
-@pytest.mark.parametrize("origin,ceiling", [("spinal", 130_000), ("cerebral", 115_000),
-                                            ("paediatric", 115_000)])
+@pytest.mark.parametrize(
+    "origin,ceiling", [("spinal", 130_000), ("cerebral", 115_000), ("paediatric", 115_000)]
+)
 def test_sr8_up_cap_by_origin(origin, ceiling):
     b = setup(D100, origin=origin)
     b.advance(2 * DAY)
-    res = b.assert_refused("UP_CAP", lambda: b.prepare(
-        "set_daily_dose", {"daily_dose_ng": ceiling + 100}))
+    res = b.assert_refused(
+        "UP_CAP", lambda: b.prepare("set_daily_dose", {"daily_dose_ng": ceiling + 100})
+    )
     assert res["allowed"] == ceiling
     assert b.confirm("set_daily_dose", {"daily_dose_ng": ceiling})["ok"]
 
@@ -315,8 +352,9 @@ def test_sr8_window_edge_plus_minus_1ms():
     b.advance(e)
     assert b.confirm("set_daily_dose", {"daily_dose_ng": 130_000})["ok"]
     # at e + 24 h - 1 the 100 (in effect until e) is still in (t - 24 h, t]
-    res = b.assert_refused("UP_CAP", lambda: b.prepare(
-        "set_daily_dose", {"daily_dose_ng": 169_000}), e + DAY - 1)
+    res = b.assert_refused(
+        "UP_CAP", lambda: b.prepare("set_daily_dose", {"daily_dose_ng": 169_000}), e + DAY - 1
+    )
     assert res["allowed"] == 130_000
     # at e + 24 h it is out: base 130 -> 169
     b.advance(e + DAY)
@@ -330,8 +368,9 @@ def test_sr8_no_stacking_of_unsettled_increases():
     b.advance(2 * DAY)
     assert b.confirm("set_daily_dose", {"daily_dose_ng": 130_000})["ok"]
     b.advance(2 * DAY + 2 * HOUR)
-    res = b.assert_refused("UP_CAP", lambda: b.prepare(
-        "set_daily_dose", {"daily_dose_ng": 130_100}))
+    res = b.assert_refused(
+        "UP_CAP", lambda: b.prepare("set_daily_dose", {"daily_dose_ng": 130_100})
+    )
     assert res["allowed"] == 130_000
 
 
@@ -354,8 +393,7 @@ def test_sr8_flex_compares_daily_doses_not_step_rates():
     # (60 x 12 h + 200 x 12 h) / 24 h = 130 ug/day: allowed although a step is 200
     assert b.prepare("flex", {"steps": [[0, 60_000], [720, 200_000]]})["ok"] == 1
     # 130.1 ug/day average: over +30 %
-    b.assert_refused("UP_CAP", lambda: b.prepare(
-        "flex", {"steps": [[0, 60_200], [720, 200_000]]}))
+    b.assert_refused("UP_CAP", lambda: b.prepare("flex", {"steps": [[0, 60_200], [720, 200_000]]}))
 
 
 # ====================================================================== SR-9 / SR-14
@@ -365,8 +403,9 @@ def test_sr8_flex_compares_daily_doses_not_step_rates():
 def test_sr9_down_cap_refused_with_allowed_value_and_taper_offer():
     b = setup(D100)
     b.advance(2 * DAY)
-    res = b.assert_refused("DOWN_CAP", lambda: b.prepare(
-        "set_daily_dose", {"daily_dose_ng": 79_900}))
+    res = b.assert_refused(
+        "DOWN_CAP", lambda: b.prepare("set_daily_dose", {"daily_dose_ng": 79_900})
+    )
     assert res["allowed"] == 80_000
     offer = res["offer"]
     assert offer["command"] == "taper" and offer["target_daily_dose_ng"] == 79_900
@@ -384,8 +423,9 @@ def test_sr9_mistyped_increase_can_be_corrected_until_settled():
     b.advance(t + HOUR - 1)
     assert b.prepare("set_daily_dose", {"daily_dose_ng": 80_000})["ok"] == 1
     # at exactly 1 h it is settled: 0.8 x 130 = 104
-    res = b.assert_refused("DOWN_CAP", lambda: b.prepare(
-        "set_daily_dose", {"daily_dose_ng": 80_000}), t + HOUR)
+    res = b.assert_refused(
+        "DOWN_CAP", lambda: b.prepare("set_daily_dose", {"daily_dose_ng": 80_000}), t + HOUR
+    )
     assert res["allowed"] == 104_000
 
 
@@ -397,8 +437,9 @@ def test_sr9_settled_dose_leaves_the_window():
     assert b.confirm("set_daily_dose", {"daily_dose_ng": 80_000})["ok"]
     # 100 (until e) has exactly 1 h inside (t - 24 h, t] at t = e + 23 h: still settled
     t = e + DAY - HOUR
-    res = b.assert_refused("DOWN_CAP", lambda: b.prepare(
-        "set_daily_dose", {"daily_dose_ng": 64_000}), t)
+    res = b.assert_refused(
+        "DOWN_CAP", lambda: b.prepare("set_daily_dose", {"daily_dose_ng": 64_000}), t
+    )
     assert res["allowed"] == 80_000
     b.advance(t + 1)
     assert b.confirm("set_daily_dose", {"daily_dose_ng": 64_000})["ok"]
@@ -414,8 +455,9 @@ def test_sr9_doses_before_an_interruption_are_excluded():
     # the 100 before the stop does not count and the resumed 100 is not settled yet
     assert b.prepare("set_daily_dose", {"daily_dose_ng": 50_000})["ok"] == 1
     b.advance(2 * DAY + 2 * HOUR)
-    res = b.assert_refused("DOWN_CAP", lambda: b.prepare(
-        "set_daily_dose", {"daily_dose_ng": 50_000}))
+    res = b.assert_refused(
+        "DOWN_CAP", lambda: b.prepare("set_daily_dose", {"daily_dose_ng": 50_000})
+    )
     assert res["allowed"] == 80_000
 
 
@@ -423,18 +465,31 @@ def test_sr9_doses_before_an_interruption_are_excluded():
 
 
 @pytest.mark.sr("SR-10")
-@pytest.mark.parametrize("effect_ms,rule,limit", [
-    (6 * HOUR, "us", 100_000), (8 * HOUR, "us", 100_000), (8 * HOUR + 1, "us", 50_000),
-    (10 * HOUR, "eu", 100_000), (12 * HOUR + 1, "eu", 50_000)])
+@pytest.mark.parametrize(
+    "effect_ms,rule,limit",
+    [
+        (6 * HOUR, "us", 100_000),
+        (8 * HOUR, "us", 100_000),
+        (8 * HOUR + 1, "us", 50_000),
+        (10 * HOUR, "eu", 100_000),
+        (12 * HOUR + 1, "eu", 50_000),
+    ],
+)
 def test_sr10_start_dose_from_screening(effect_ms, rule, limit):
     b = Bench()
-    b.confirm("refill", {"aspirated_nl": 0, "volume_nl": 20 * ML,
-                         "concentration_ug_per_ml": 500}, 0)
+    b.confirm(
+        "refill", {"aspirated_nl": 0, "volume_nl": 20 * ML, "concentration_ug_per_ml": 500}, 0
+    )
     b.confirm("prime", {"contents": "drug"}, 0)
-    args = {"origin": "spinal", "screening_dose_ng": 50_000,
-            "screening_effect_ms": effect_ms, "start_rule": rule}
-    res = b.assert_refused("START_RULE", lambda: b.prepare(
-        "program", dict(args, daily_dose_ng=limit + 100)), 0)
+    args = {
+        "origin": "spinal",
+        "screening_dose_ng": 50_000,
+        "screening_effect_ms": effect_ms,
+        "start_rule": rule,
+    }
+    res = b.assert_refused(
+        "START_RULE", lambda: b.prepare("program", dict(args, daily_dose_ng=limit + 100)), 0
+    )
     assert res["allowed"] == limit
     assert b.confirm("program", dict(args, daily_dose_ng=limit))["ok"]
 
@@ -445,8 +500,9 @@ def test_sr10_no_increase_during_first_24h_boluses_allowed():
     b = setup(50_000, t=t0, screening_dose_ng=50_000, screening_effect_ms=10 * HOUR)
     b.advance(t0 + HOUR)
     assert b.confirm("bolus", {"dose_ng": 5_000, "duration_ms": 10 * MIN})["ok"]
-    res = b.assert_refused("NO_INCREASE", lambda: b.prepare(
-        "set_daily_dose", {"daily_dose_ng": 50_100}), t0 + DAY - 1)
+    res = b.assert_refused(
+        "NO_INCREASE", lambda: b.prepare("set_daily_dose", {"daily_dose_ng": 50_100}), t0 + DAY - 1
+    )
     assert res["allowed"] == 50_000
     b.advance(t0 + DAY)
     assert b.confirm("set_daily_dose", {"daily_dose_ng": 65_000})["ok"]  # +30 %
@@ -463,8 +519,9 @@ def test_sr10_established_therapy_has_no_start_limit():
 
 
 @pytest.mark.sr("SR-11", "SR-17")
-@pytest.mark.parametrize("gap,pct", [(4 * HOUR, 100), (4 * HOUR + 1, 75), (DAY - 1, 75),
-                                     (DAY, 50), (48 * HOUR + 1, 50)])
+@pytest.mark.parametrize(
+    "gap,pct", [(4 * HOUR, 100), (4 * HOUR + 1, 75), (DAY - 1, 75), (DAY, 50), (48 * HOUR + 1, 50)]
+)
 def test_sr11_resume_after_stop_capped_by_duration(gap, pct):
     b = setup(D100)
     ts = 2 * DAY
@@ -472,8 +529,9 @@ def test_sr11_resume_after_stop_capped_by_duration(gap, pct):
     assert b.confirm("stop", {"reason": "procedure"})["ok"]
     cap = D100 * pct // 100
     if pct < 100:
-        res = b.assert_refused("RESTART_CAP", lambda: b.prepare(
-            "resume", {"daily_dose_ng": cap + 100}), ts + gap)
+        res = b.assert_refused(
+            "RESTART_CAP", lambda: b.prepare("resume", {"daily_dose_ng": cap + 100}), ts + gap
+        )
         assert res["allowed"] == cap
     res = b.confirm("resume", {"daily_dose_ng": 0}, ts + gap)
     assert res["ok"] and b.dose() == cap and b.state() == "RUNNING"
@@ -487,8 +545,9 @@ def test_sr11_no_increase_for_24h_after_capped_restart():
     r = 2 * DAY + 5 * HOUR
     assert b.confirm("resume", {"daily_dose_ng": 0}, r)["ok"]
     assert b.dose() == 75_000
-    res = b.assert_refused("NO_INCREASE", lambda: b.prepare(
-        "set_daily_dose", {"daily_dose_ng": 75_100}), r + DAY - 1)
+    res = b.assert_refused(
+        "NO_INCREASE", lambda: b.prepare("set_daily_dose", {"daily_dose_ng": 75_100}), r + DAY - 1
+    )
     assert res["allowed"] == 75_000
     b.advance(r + DAY)
     # then SR-8 from the restart dose: 75 x 1.3 = 97.5
@@ -497,8 +556,9 @@ def test_sr11_no_increase_for_24h_after_capped_restart():
 
 
 @pytest.mark.sr("SR-11", "SR-23")
-@pytest.mark.parametrize("upper,dose", [(4 * HOUR, 100_000), (4 * HOUR + 1, 75_000),
-                                        (DAY, 50_000), (None, 50_000)])
+@pytest.mark.parametrize(
+    "upper,dose", [(4 * HOUR, 100_000), (4 * HOUR + 1, 75_000), (DAY, 50_000), (None, 50_000)]
+)
 def test_sr11_reset_resumes_by_itself_under_restart_rule(upper, dose):
     b = setup(D100)
     b.advance(2 * DAY)
@@ -596,7 +656,7 @@ def test_sr12_owed_volume_bounded_during_stall():
     b.board.outcome = "ok"
     n = len(b.strokes)
     b.advance(DAY + 6 * HOUR)
-    times = [s[0] for s in b.strokes[n - 1:]]
+    times = [s[0] for s in b.strokes[n - 1 :]]
     assert all(b2 - a2 >= IV - 1 for a2, b2 in itertools.pairwise(times))
     assert len(times) - 1 <= 3 * HOUR // IV + 1  # no burst of missed strokes
 
@@ -609,8 +669,7 @@ def test_sr13_titration_at_the_limit_runs_on_schedule():
     b = setup(D100)
     t = 2 * DAY
     b.advance(t)
-    res = b.confirm("titrate", {"target_daily_dose_ng": 200_000, "step_pct": 30,
-                                "every_ms": DAY})
+    res = b.confirm("titrate", {"target_daily_dose_ng": 200_000, "step_pct": 30, "every_ms": DAY})
     assert res["ok"]
     assert res["effect"]["plan_doses_ng"] == [130_000, 169_000, 200_000]
     assert b.dose() == 130_000  # the first step applies when the plan starts
@@ -626,13 +685,25 @@ def test_sr13_titration_at_the_limit_runs_on_schedule():
 def test_sr13_plan_steps_checked_at_creation():
     b = setup(D100)
     b.advance(2 * DAY)
-    res = b.assert_refused("UP_CAP", lambda: b.prepare(
-        "titrate", {"target_daily_dose_ng": 200_000, "step_pct": 30, "every_ms": DAY - 1}))
+    res = b.assert_refused(
+        "UP_CAP",
+        lambda: b.prepare(
+            "titrate", {"target_daily_dose_ng": 200_000, "step_pct": 30, "every_ms": DAY - 1}
+        ),
+    )
     assert "step 2" in res["message"]
-    b.assert_refused("UP_CAP", lambda: b.prepare(
-        "titrate", {"target_daily_dose_ng": 200_000, "step_pct": 31, "every_ms": DAY}))
-    b.assert_refused("PLAN_INVALID", lambda: b.prepare(
-        "titrate", {"target_daily_dose_ng": 90_000, "step_pct": 10, "every_ms": DAY}))
+    b.assert_refused(
+        "UP_CAP",
+        lambda: b.prepare(
+            "titrate", {"target_daily_dose_ng": 200_000, "step_pct": 31, "every_ms": DAY}
+        ),
+    )
+    b.assert_refused(
+        "PLAN_INVALID",
+        lambda: b.prepare(
+            "titrate", {"target_daily_dose_ng": 90_000, "step_pct": 10, "every_ms": DAY}
+        ),
+    )
 
 
 @pytest.mark.sr("SR-13", "SR-9")
@@ -651,8 +722,9 @@ def test_sr13_step_refused_at_run_time_holds_with_plan_held():
     b = setup(D100, cap_24h_ng=250_000)
     t = 2 * DAY
     b.advance(t)
-    assert b.confirm("titrate", {"target_daily_dose_ng": 169_000, "step_pct": 30,
-                                 "every_ms": DAY})["ok"]
+    assert b.confirm("titrate", {"target_daily_dose_ng": 169_000, "step_pct": 30, "every_ms": DAY})[
+        "ok"
+    ]
     # 90 ug injected 1 h before step 2: no hold now (about 130 + 90 < 250), but the
     # window ending 23 h after the step would hold about 5 + 90 + 169 x 23/24 > 250
     assert b.confirm("port_injection", {"dose_ng": 90_000}, t + DAY - HOUR)["ok"]
@@ -693,8 +765,7 @@ def test_sr14_refusals_change_nothing_and_log_once():
     b.assert_refused("WRONG_ROLE", lambda: b.send("emergency_stop", {}, role="patient"))
     b.assert_refused("WRONG_STATE", lambda: b.prepare("prime", {"contents": "drug"}))
     b.assert_refused("UNKNOWN_COMMAND", lambda: b.send("fly", {}))
-    b.assert_refused("PATIENT_BOLUS_DISABLED", lambda: b.send("patient_bolus", {},
-                                                              role="patient"))
+    b.assert_refused("PATIENT_BOLUS_DISABLED", lambda: b.send("patient_bolus", {}, role="patient"))
 
 
 # ====================================================================== SR-15
@@ -722,8 +793,9 @@ def test_sr15_confirm_window_edge():
     t = DAY
     b.advance(t)
     p = b.prepare("set_daily_dose", {"daily_dose_ng": 120_000})
-    res = b.assert_refused("CONFIRM_EXPIRED", lambda: b.send(
-        "confirm", {"hash": p["hash"]}), t + 60_001)
+    res = b.assert_refused(
+        "CONFIRM_EXPIRED", lambda: b.send("confirm", {"hash": p["hash"]}), t + 60_001
+    )
     b2 = setup(D100)
     b2.advance(t)
     p = b2.prepare("set_daily_dose", {"daily_dose_ng": 120_000})
@@ -735,16 +807,14 @@ def test_sr15_confirm_window_edge():
 def test_sr15_two_phase_commands_need_confirm():
     b = setup(D100)
     b.advance(DAY)
-    b.assert_refused("NEEDS_CONFIRM", lambda: b.send("set_daily_dose",
-                                                     {"daily_dose_ng": 110_000}))
+    b.assert_refused("NEEDS_CONFIRM", lambda: b.send("set_daily_dose", {"daily_dose_ng": 110_000}))
     b.assert_refused("NEEDS_CONFIRM", lambda: b.send("stop", {"reason": "other"}))
     b.assert_refused("NOTHING_PREPARED", lambda: b.send("confirm", {"hash": 1}))
     p = b.prepare("set_daily_dose", {"daily_dose_ng": 110_000})
     assert b.send("confirm", {"hash": p["hash"]})["ok"]
     b.assert_refused("NOTHING_PREPARED", lambda: b.send("confirm", {"hash": p["hash"]}))
     p = b.prepare("set_daily_dose", {"daily_dose_ng": 120_000})
-    b.assert_refused("WRONG_ROLE", lambda: b.send("confirm", {"hash": p["hash"]},
-                                                  role="patient"))
+    b.assert_refused("WRONG_ROLE", lambda: b.send("confirm", {"hash": p["hash"]}, role="patient"))
 
 
 # ====================================================================== SR-16
@@ -841,8 +911,9 @@ def test_sr17_mri_stop_needs_post_scan_check():
     b = setup(D100)
     b.advance(DAY)
     b.confirm("stop", {"reason": "mri"})
-    b.assert_refused("MRI_CHECK_REQUIRED", lambda: b.prepare("resume", {"daily_dose_ng": 0}),
-                     DAY + HOUR)
+    b.assert_refused(
+        "MRI_CHECK_REQUIRED", lambda: b.prepare("resume", {"daily_dose_ng": 0}), DAY + HOUR
+    )
     assert b.send("post_scan_check", {})["ok"]
     assert b.confirm("resume", {"daily_dose_ng": 0})["ok"]
     assert b.state() == "RUNNING" and b.dose() == D100
@@ -893,8 +964,13 @@ def test_sr18_min_rate_is_not_a_basal_dose_for_up_cap():
 def test_sr19_low_reservoir_counts_maximum_patient_boluses():
     # 5 mL fill; planned = 0.2 mL basal + 10 x 0.1 mL boluses = 1.2 mL/day; 5 days = 6 mL
     b = Bench()
-    b.setup(D100, fill_nl=5 * ML, patient_bolus_ng=50_000, patient_lockout_ms=HOUR,
-            patient_max_per_24h=10)
+    b.setup(
+        D100,
+        fill_nl=5 * ML,
+        patient_bolus_ng=50_000,
+        patient_lockout_ms=HOUR,
+        patient_max_per_24h=10,
+    )
     a = b.alarm("LOW_RESERVOIR")
     assert a is not None and a[1] == "medium"
     # basal alone: 5 mL is neither <= 4 mL nor <= 5 x 0.2 mL
@@ -925,8 +1001,9 @@ def test_sr19_empty_switch_stops_and_refill_restarts():
     n = len(b.strokes)
     b.advance(2 * DAY)
     assert len(b.strokes) == n
-    assert b.confirm("refill", {"aspirated_nl": 19_800_000, "volume_nl": 20 * ML,
-                                "concentration_ug_per_ml": 500})["ok"]
+    assert b.confirm(
+        "refill", {"aspirated_nl": 19_800_000, "volume_nl": 20 * ML, "concentration_ug_per_ml": 500}
+    )["ok"]
     assert not b.active("RESERVOIR_EMPTY")
     b.advance(3 * DAY)
     assert len(b.strokes) > n
@@ -951,12 +1028,14 @@ def test_sr20_refill_discrepancy_half_ml_floor():
     t = 2 * DAY  # 200 strokes: V = 0.4 mL; limit = max(0.058, 0.5) = 0.5 mL
     b.advance(t)
     assert b.status()["reservoir_nl"] == 20 * ML - 400_000
-    ok = b.prepare("refill", {"aspirated_nl": 19_100_000, "volume_nl": 20 * ML,
-                              "concentration_ug_per_ml": 500})  # removed 0.9: off by 0.5
+    ok = b.prepare(
+        "refill", {"aspirated_nl": 19_100_000, "volume_nl": 20 * ML, "concentration_ug_per_ml": 500}
+    )  # removed 0.9: off by 0.5
     assert ok["effect"]["discrepancy_nl"] == 500_000
     assert ok["effect"]["discrepancy_flagged"] == 0
-    bad = b.prepare("refill", {"aspirated_nl": 19_099_999, "volume_nl": 20 * ML,
-                               "concentration_ug_per_ml": 500})
+    bad = b.prepare(
+        "refill", {"aspirated_nl": 19_099_999, "volume_nl": 20 * ML, "concentration_ug_per_ml": 500}
+    )
     assert bad["effect"]["discrepancy_flagged"] == 1
     assert b.send("confirm", {"hash": bad["hash"]})["ok"]
     a = b.alarm("REFILL_DISCREPANCY")
@@ -970,18 +1049,30 @@ def test_sr20_refill_discrepancy_half_ml_floor():
 def test_sr21_concentration_change_needs_full_aspiration():
     b = setup(D100)
     b.advance(DAY)
-    b.assert_refused("PARTIAL_CONC_CHANGE", lambda: b.prepare(
-        "refill", {"aspirated_nl": 1 * ML, "volume_nl": 5 * ML,
-                   "concentration_ug_per_ml": 1000, "partial": 1}))
-    assert b.prepare("refill", {"aspirated_nl": 1 * ML, "volume_nl": 1 * ML,
-                                "concentration_ug_per_ml": 500, "partial": 1})["ok"]
+    b.assert_refused(
+        "PARTIAL_CONC_CHANGE",
+        lambda: b.prepare(
+            "refill",
+            {
+                "aspirated_nl": 1 * ML,
+                "volume_nl": 5 * ML,
+                "concentration_ug_per_ml": 1000,
+                "partial": 1,
+            },
+        ),
+    )
+    assert b.prepare(
+        "refill",
+        {"aspirated_nl": 1 * ML, "volume_nl": 1 * ML, "concentration_ug_per_ml": 500, "partial": 1},
+    )["ok"]
 
 
 @pytest.mark.sr("SR-21", "SR-22")
 def test_sr21_saline_priming_stops_at_80_percent_of_dead_volume():
     b = Bench()
-    b.confirm("refill", {"aspirated_nl": 0, "volume_nl": 20 * ML,
-                         "concentration_ug_per_ml": 500}, 0)
+    b.confirm(
+        "refill", {"aspirated_nl": 0, "volume_nl": 20 * ML, "concentration_ug_per_ml": 500}, 0
+    )
     res = b.confirm("prime", {"contents": "saline"}, 0)
     # 80 % of 374 uL = 299.2 uL -> 150 strokes of 2 uL (149 would be 298 uL)
     e = res["effect"]
@@ -998,8 +1089,9 @@ def test_sr21_rate_follows_fluid_at_the_tip():
     b = setup(D100)
     t = 100 * SEC
     b.advance(t)
-    assert b.confirm("refill", {"aspirated_nl": 20 * ML, "volume_nl": 20 * ML,
-                                "concentration_ug_per_ml": 2000})["ok"]
+    assert b.confirm(
+        "refill", {"aspirated_nl": 20 * ML, "volume_nl": 20 * ML, "concentration_ug_per_ml": 2000}
+    )["ok"]
     b.advance(t + 3 * DAY)
     times = [s[0] for s in b.strokes]
     iv = [y - x for x, y in itertools.pairwise(times)]
@@ -1014,8 +1106,9 @@ def test_sr21_rate_follows_fluid_at_the_tip():
 @pytest.mark.sr("SR-22")
 def test_sr22_dead_volume_from_configured_catheter_length():
     b = Bench({"catheter_length_mm": 500, "tubing_nl": 140_000})
-    b.confirm("refill", {"aspirated_nl": 0, "volume_nl": 20 * ML,
-                         "concentration_ug_per_ml": 500}, 0)
+    b.confirm(
+        "refill", {"aspirated_nl": 0, "volume_nl": 20 * ML, "concentration_ug_per_ml": 500}, 0
+    )
     res = b.prepare("prime", {"contents": "empty"}, 0)
     # 0.140 mL + 50 cm x 0.0026 mL/cm = 0.270 mL; 80 % = 216 uL -> 108 strokes
     assert res["effect"]["dead_volume_nl"] == 270_000
@@ -1032,8 +1125,9 @@ def test_sr23_time_earlier_than_last_is_refused_by_controller():
     b.advance(DAY)
     before = b.ctrl.therapy_state()
     n = b.cmd_count()
-    res = b.ctrl.handle({"name": "emergency_stop", "id": 9999, "role": "clinician",
-                         "args": {}}, DAY - 1)
+    res = b.ctrl.handle(
+        {"name": "emergency_stop", "id": 9999, "role": "clinician", "args": {}}, DAY - 1
+    )
     assert res["ok"] == 0 and res["reason"] == "CLOCK_BACKWARDS"
     assert b.ctrl.therapy_state() == before and b.cmd_count() == n + 1
 
@@ -1044,8 +1138,9 @@ def test_sr23_time_earlier_than_last_is_refused_through_runner():
     b.advance(DAY)
     before = b.ctrl.therapy_state()
     n = b.cmd_count()
-    res = b.r.command({"name": "emergency_stop", "id": 9999, "role": "clinician",
-                       "args": {}}, DAY - 1)
+    res = b.r.command(
+        {"name": "emergency_stop", "id": 9999, "role": "clinician", "args": {}}, DAY - 1
+    )
     assert res["ok"] == 0 and res["reason"] == "CLOCK_BACKWARDS"
     assert b.ctrl.therapy_state() == before and b.cmd_count() == n + 1
 
@@ -1183,8 +1278,9 @@ def test_sr27_boot_loop_enters_safe_without_motor():
     n = len(b.strokes)
     b.advance(2 * DAY)
     assert len(b.strokes) == n
-    b.assert_refused("WRONG_STATE", lambda: b.prepare(
-        "program", {"daily_dose_ng": D100, "origin": "spinal"}))
+    b.assert_refused(
+        "WRONG_STATE", lambda: b.prepare("program", {"daily_dose_ng": D100, "origin": "spinal"})
+    )
 
 
 @pytest.mark.sr("SR-27")
@@ -1211,9 +1307,20 @@ def test_sr27_maintenance_service_only_no_dosing_until_boot():
 
 @pytest.mark.sr("SR-28")
 def test_sr28_alarm_priorities():
-    high = ("CAP_HOLD", "WITHDRAWAL_RISK", "PUMP_STOPPED", "RESTART_REDUCED",
-            "RESERVOIR_EMPTY_SOON", "RESERVOIR_EMPTY", "MOTOR_STALL", "OCCLUSION",
-            "SAFE_STATE", "NOT_DOSING", "PRESCRIPTION_ROLLBACK", "STORAGE_CORRUPT")
+    high = (
+        "CAP_HOLD",
+        "WITHDRAWAL_RISK",
+        "PUMP_STOPPED",
+        "RESTART_REDUCED",
+        "RESERVOIR_EMPTY_SOON",
+        "RESERVOIR_EMPTY",
+        "MOTOR_STALL",
+        "OCCLUSION",
+        "SAFE_STATE",
+        "NOT_DOSING",
+        "PRESCRIPTION_ROLLBACK",
+        "STORAGE_CORRUPT",
+    )
     medium = ("PLAN_HELD", "LOW_RESERVOIR", "REFILL_DISCREPANCY")
     for c in high:
         assert al.CODES[c][0] == al.HIGH, c
@@ -1264,8 +1371,9 @@ def test_sr29_patient_bolus_lockout_edge():
     b.advance(t)
     res = b.send("patient_bolus", {}, role="patient")
     assert res["ok"] and res["effect"]["bolus_ng"] == 10_000
-    res = b.assert_refused("LOCKOUT", lambda: b.send("patient_bolus", {}, role="patient"),
-                           t + HOUR - 1)
+    res = b.assert_refused(
+        "LOCKOUT", lambda: b.send("patient_bolus", {}, role="patient"), t + HOUR - 1
+    )
     assert res["allowed"] == 1  # ms until the next allowed request
     assert b.send("patient_bolus", {}, t + HOUR, role="patient")["ok"]
     assert len([s for s in b.strokes if s[1] == "patient_bolus"]) == 10
@@ -1278,8 +1386,9 @@ def test_sr29_patient_maximum_per_24h_window_edge():
     b.advance(t)
     assert b.send("patient_bolus", {}, t, role="patient")["ok"]
     assert b.send("patient_bolus", {}, t + HOUR, role="patient")["ok"]
-    res = b.assert_refused("PATIENT_MAX", lambda: b.send("patient_bolus", {}, role="patient"),
-                           t + DAY - 1)
+    res = b.assert_refused(
+        "PATIENT_MAX", lambda: b.send("patient_bolus", {}, role="patient"), t + DAY - 1
+    )
     assert res["allowed"] == 1
     assert b.send("patient_bolus", {}, t + DAY, role="patient")["ok"]
 

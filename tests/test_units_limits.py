@@ -73,7 +73,8 @@ def test_sr1_records_are_range_checked_before_storing():
 @pytest.mark.sr("SR-1")
 def test_sr1_validate_dose_resolution_is_0_1_ug_per_day():
     assert commands.validate("set_daily_dose", {"daily_dose_ng": 100_100}) == {
-        "daily_dose_ng": 100_100}
+        "daily_dose_ng": 100_100
+    }
     with pytest.raises(CommandError) as e:
         commands.validate("set_daily_dose", {"daily_dose_ng": 100_050})
     assert e.value.reason == "OUT_OF_RANGE"
@@ -105,8 +106,9 @@ def test_sr1_validate_unknown_missing_and_defaults():
         commands.validate("program", {"daily_dose_ng": 100_000, "origin": "lumbar"})
     assert e.value.reason == "OUT_OF_RANGE"
     with pytest.raises(CommandError) as e:
-        commands.validate("refill", {"aspirated_nl": -1, "volume_nl": 1,
-                                     "concentration_ug_per_ml": 500})
+        commands.validate(
+            "refill", {"aspirated_nl": -1, "volume_nl": 1, "concentration_ug_per_ml": 500}
+        )
     assert e.value.reason == "OUT_OF_RANGE"
 
 
@@ -117,8 +119,10 @@ def test_sr2_hard_limits_are_not_command_parameters():
         for p in commands.params(name):
             assert p["name"] not in [f[0] for f in drugs.CONFIG_FIELDS], (name, p["name"])
     with pytest.raises(CommandError) as e:
-        commands.validate("program", {"daily_dose_ng": 100_000, "origin": "spinal",
-                                      "max_daily_dose_ng": 9_000_000})
+        commands.validate(
+            "program",
+            {"daily_dose_ng": 100_000, "origin": "spinal", "max_daily_dose_ng": 9_000_000},
+        )
     assert e.value.reason == "BAD_ARGUMENT"
 
 
@@ -222,7 +226,7 @@ def _hist(*segs):
     return h
 
 
-R, I = limits.RUNNING, limits.INTERRUPTED
+R, INT = limits.RUNNING, limits.INTERRUPTED
 
 
 @pytest.mark.sr("SR-8")
@@ -235,7 +239,7 @@ def test_sr8_lowest_dose_window_edge():
 
 @pytest.mark.sr("SR-8")
 def test_sr8_lowest_dose_excludes_interruptions():
-    h = _hist((0, 100_000, R), (DAY, 0, I), (DAY + HOUR, 100_000, R))
+    h = _hist((0, 100_000, R), (DAY, 0, INT), (DAY + HOUR, 100_000, R))
     assert h.lowest_dose(DAY + 2 * HOUR) == 100_000
 
 
@@ -264,7 +268,7 @@ def test_sr9_highest_settled_needs_the_settle_time_and_skips_pre_interruption():
     h = _hist((0, 100_000, R), (DAY, 130_000, R))
     assert h.highest_settled(DAY + HOUR - 1, HOUR) == 100_000  # 130 not yet settled
     assert h.highest_settled(DAY + HOUR, HOUR) == 130_000
-    h2 = _hist((0, 200_000, R), (DAY, 0, I), (DAY + HOUR, 100_000, R))
+    h2 = _hist((0, 200_000, R), (DAY, 0, INT), (DAY + HOUR, 100_000, R))
     assert h2.highest_settled(DAY + HOUR + 30 * 60_000, HOUR) is None
     assert h2.highest_settled(DAY + 2 * HOUR, HOUR) == 100_000
 
@@ -280,10 +284,10 @@ def test_sr9_settled_within_the_window():
 
 @pytest.mark.sr("SR-11")
 def test_sr11_last_settled_before():
-    h = _hist((0, 100_000, R), (DAY, 130_000, R), (DAY + 10 * 60_000, 0, I))
+    h = _hist((0, 100_000, R), (DAY, 130_000, R), (DAY + 10 * 60_000, 0, INT))
     # 130 lasted 10 min: not settled -> the 100 before it
     assert h.last_settled_before(DAY + 10 * 60_000, HOUR) == 100_000
-    h2 = _hist((0, 100_000, R), (DAY, 0, I))
+    h2 = _hist((0, 100_000, R), (DAY, 0, INT))
     assert h2.last_settled_before(DAY, HOUR) == 100_000
 
 
@@ -318,8 +322,13 @@ def test_sr13_plan_doses_by_hand():
     assert therapy.plan_doses(100_000, 200_000, 30, True) == [130_000, 169_000, 200_000]
     # taper 100 -> 50 at 15 %: 85, 72.25, 61.4125 -> 61413 (toward previous = up),
     # 52.20105 -> 52202, then 50
-    assert therapy.plan_doses(100_000, 50_000, 15, False) == [85_000, 72_250, 61_413, 52_202,
-                                                              50_000]
+    assert therapy.plan_doses(100_000, 50_000, 15, False) == [
+        85_000,
+        72_250,
+        61_413,
+        52_202,
+        50_000,
+    ]
     # titrate 100 -> 120 at 15 %: 115 then target
     assert therapy.plan_doses(100_000, 120_000, 15, True) == [115_000, 120_000]
     # 3 ng/day x 1.10 = 3.3 -> 3 (rounded toward previous): no progress
@@ -350,8 +359,14 @@ def test_sr24_flex_daily_dose_and_fallback():
 def test_sr24_validate_flex_steps():
     good = [[0, 50_000], [720, 150_000]]
     assert commands.validate("flex", {"steps": good}) == {"steps": good}
-    for bad in ([[1, 50_000]], [[0, 1], [720, 2]], [[0, 100], [0, 200]],
-                [[0, 100], [1440, 200]], [[0, 100]] * 14, []):
+    for bad in (
+        [[1, 50_000]],
+        [[0, 1], [720, 2]],
+        [[0, 100], [0, 200]],
+        [[0, 100], [1440, 200]],
+        [[0, 100]] * 14,
+        [],
+    ):
         with pytest.raises(CommandError):
             commands.validate("flex", {"steps": bad})
 

@@ -11,23 +11,32 @@ from itb.drugs import DeviceConfig
 
 def _fresh(conc=500):
     b = Bench()
-    assert b.confirm("refill", {"aspirated_nl": 0, "volume_nl": 20 * ML,
-                                "concentration_ug_per_ml": conc}, 0)["ok"]
+    assert b.confirm(
+        "refill", {"aspirated_nl": 0, "volume_nl": 20 * ML, "concentration_ug_per_ml": conc}, 0
+    )["ok"]
     assert b.confirm("prime", {"contents": "drug"}, 0)["ok"]
     return b
 
 
 @pytest.mark.sr("SR-10")
-@pytest.mark.parametrize("effect_h,rule,start_ug", [(6, "us", 100), (10, "us", 50),
-                                                    (10, "eu", 100)])
+@pytest.mark.parametrize(
+    "effect_h,rule,start_ug", [(6, "us", 100), (10, "us", 50), (10, "eu", 100)]
+)
 def test_sr10_worked_value_1_start_dose(effect_h, rule, start_ug):
     # screening 50 ug: 6 h effect -> 2 x 50 = 100 ug/day; 10 h (> 8 h US) -> 1 x 50;
     # 10 h under the EU 12 h rule -> 100
     b = _fresh()
-    args = {"origin": "spinal", "screening_dose_ng": 50_000,
-            "screening_effect_ms": effect_h * HOUR, "start_rule": rule}
-    res = b.assert_refused("START_RULE", lambda: b.prepare(
-        "program", dict(args, daily_dose_ng=start_ug * 1000 + 100)), 0)
+    args = {
+        "origin": "spinal",
+        "screening_dose_ng": 50_000,
+        "screening_effect_ms": effect_h * HOUR,
+        "start_rule": rule,
+    }
+    res = b.assert_refused(
+        "START_RULE",
+        lambda: b.prepare("program", dict(args, daily_dose_ng=start_ug * 1000 + 100)),
+        0,
+    )
     assert res["allowed"] == start_ug * 1000
     res = b.confirm("program", dict(args, daily_dose_ng=start_ug * 1000))
     assert res["ok"] and b.dose() == start_ug * 1000
@@ -40,16 +49,16 @@ def test_sr8_worked_value_2_next_day_ceiling(origin, ceiling_ug_x10):
     ceiling = ceiling_ug_x10 * 100
     b = setup(100_000, origin=origin)
     b.advance(DAY + HOUR)  # the next day
-    res = b.assert_refused("UP_CAP", lambda: b.prepare(
-        "set_daily_dose", {"daily_dose_ng": ceiling + 100}))
+    res = b.assert_refused(
+        "UP_CAP", lambda: b.prepare("set_daily_dose", {"daily_dose_ng": ceiling + 100})
+    )
     assert res["allowed"] == ceiling
     assert b.confirm("set_daily_dose", {"daily_dose_ng": ceiling})["ok"]
     assert b.dose() == ceiling
 
 
 @pytest.mark.sr("SR-21", "SR-3")
-@pytest.mark.parametrize("conc,ml_per_day_x1000,strokes_per_day", [(500, 200, 100),
-                                                                   (2000, 50, 25)])
+@pytest.mark.parametrize("conc,ml_per_day_x1000,strokes_per_day", [(500, 200, 100), (2000, 50, 25)])
 def test_sr21_worked_value_3_volume_rate(conc, ml_per_day_x1000, strokes_per_day):
     # 100 ug/day / 500 ug/mL = 0.200 mL/day; / 2000 ug/mL = 0.050 mL/day (2 uL strokes)
     b = _fresh(conc)
@@ -111,8 +120,9 @@ def test_sr22_worked_value_5_dead_volume_after_trimming():
     b = setup(100_000)
     t = 100 * SEC
     b.advance(t)
-    assert b.confirm("refill", {"aspirated_nl": 20 * ML, "volume_nl": 20 * ML,
-                                "concentration_ug_per_ml": 1000})["ok"]
+    assert b.confirm(
+        "refill", {"aspirated_nl": 20 * ML, "volume_nl": 20 * ML, "concentration_ug_per_ml": 1000}
+    )["ok"]
     b.advance(t + 4 * DAY)
     after = [s[0] for s in b.strokes if s[0] > t]
     iv = [y - x for x, y in itertools.pairwise(after)]

@@ -32,7 +32,10 @@ import binascii
 from itb import alarms as al
 from itb import commands as cmds
 from itb import therapy
-from itb.drugs import DeviceConfig, SCREENING_CONCENTRATION_UG_PER_ML, is_pump_concentration
+from itb.drugs import (
+    PUMP_CONCENTRATIONS_UG_PER_ML, SCREENING_CONCENTRATION_UG_PER_ML, DeviceConfig,
+    is_pump_concentration,
+)
 from itb.fluidpath import FluidPath
 from itb.ledger import MemoryStore
 from itb.limits import (
@@ -1328,7 +1331,9 @@ class Controller:
             if c == SCREENING_CONCENTRATION_UG_PER_ML:
                 raise Refusal("BAD_CONCENTRATION", "50 ug/mL is the screening strength, not a"
                               " pump fill (SR-2)")
-            raise Refusal("BAD_CONCENTRATION", "%d ug/mL is not in the drug library (SR-21)" % c)
+            raise Refusal("BAD_CONCENTRATION", "%d ug/mL is not in the drug library (SR-21):"
+                          " use one of %s" % (c, ", ".join(str(x) for x in
+                                                          PUMP_CONCENTRATIONS_UG_PER_ML)))
         partial = args["partial"]
         if partial and self.res.concentration and c != self.res.concentration:
             raise Refusal("PARTIAL_CONC_CHANGE", "a concentration change needs full aspiration"

@@ -13,20 +13,36 @@ Use from pytest: ``TestController = ControllerMachine.TestCase``.
 import json
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from itb import runner as rn
 
 from host_tools.testkit.model import DAY, HOUR, Model
-from itb import runner as rn
 
 MIN = 60_000
 # A 10 µL stroke and hourly re-annunciation keep the number of wake-ups and trace
 # lines per simulated day small (speed); the rules under test do not depend on them.
 CONFIG = {"stroke_nl": 10_000, "realarm_ms": HOUR}
-EDGES = [1, 2, 999, 1000, MIN - 1, MIN, MIN + 1, HOUR - 1, HOUR, HOUR + 1, 4 * HOUR,
-         4 * HOUR + 1, DAY - 1, DAY, DAY + 1]
+EDGES = [
+    1,
+    2,
+    999,
+    1000,
+    MIN - 1,
+    MIN,
+    MIN + 1,
+    HOUR - 1,
+    HOUR,
+    HOUR + 1,
+    4 * HOUR,
+    4 * HOUR + 1,
+    DAY - 1,
+    DAY,
+    DAY + 1,
+]
 DT = st.one_of(st.sampled_from(EDGES), st.integers(1, 3 * DAY))
-DOSE_FACTORS = st.sampled_from([0, 500, 790, 800, 801, 850, 1000, 1100, 1150, 1151, 1300,
-                                1301, 2000])
+DOSE_FACTORS = st.sampled_from(
+    [0, 500, 790, 800, 801, 850, 1000, 1100, 1150, 1151, 1300, 1301, 2000]
+)
 CONCS = st.sampled_from([500, 1000, 2000, 500, 1000, 2000, 50, 750])
 OUTCOMES = st.sampled_from(["ok", "ok", "ok", "stall", "occlusion", "unknown"])
 
@@ -68,7 +84,8 @@ class ControllerMachine(RuleBasedStateMachine):
         cross-interpreter comparison)."""
         again = rn.replay(self.lines)
         assert again == self.lines, next(
-            (i, a, b) for i, (a, b) in enumerate(zip(again, self.lines)) if a != b)
+            (i, a, b) for i, (a, b) in enumerate(zip(again, self.lines, strict=False)) if a != b
+        )
 
     # ------------------------------------------------------------------ helpers
     def _send(self, cmd):
@@ -85,8 +102,9 @@ class ControllerMachine(RuleBasedStateMachine):
         if res["reason"] == "INTERNAL":
             self.internal.append(res)
         if not res["ok"]:
-            self.refusals.append((before == after, self.ctrl.store.counts["cmd"] - audits,
-                                  res.get("reason"), cmd))
+            self.refusals.append(
+                (before == after, self.ctrl.store.counts["cmd"] - audits, res.get("reason"), cmd)
+            )
         return res
 
     def _id(self):
@@ -94,8 +112,14 @@ class ControllerMachine(RuleBasedStateMachine):
         return self.next_id
 
     def two_phase(self, name, args, role="clinician", late=0, wrong=0):
-        res = self._send({"name": "prepare", "id": self._id(), "role": role,
-                          "args": {"command": name, "args": args}})
+        res = self._send(
+            {
+                "name": "prepare",
+                "id": self._id(),
+                "role": role,
+                "args": {"command": name, "args": args},
+            }
+        )
         if res is None or not res["ok"]:
             return res
         if late:
@@ -111,19 +135,22 @@ class ControllerMachine(RuleBasedStateMachine):
         return v * factor // 1000 // 100 * 100
 
     # ------------------------------------------------------------------ set-up
-    @initialize(conc=st.sampled_from([500, 1000, 2000]),
-                dose_ug=st.sampled_from([50, 100, 200, 400, 800]),
-                origin=st.sampled_from(["spinal", "cerebral", "paediatric"]),
-                patient=st.booleans(), prime=st.sampled_from(["drug", "saline"]))
+    @initialize(
+        conc=st.sampled_from([500, 1000, 2000]),
+        dose_ug=st.sampled_from([50, 100, 200, 400, 800]),
+        origin=st.sampled_from(["spinal", "cerebral", "paediatric"]),
+        patient=st.booleans(),
+        prime=st.sampled_from(["drug", "saline"]),
+    )
     def setup(self, conc, dose_ug, origin, patient, prime):
-        self.two_phase("refill", {"aspirated_nl": 0, "volume_nl": 20_000_000,
-                                  "concentration_ug_per_ml": conc})
+        self.two_phase(
+            "refill", {"aspirated_nl": 0, "volume_nl": 20_000_000, "concentration_ug_per_ml": conc}
+        )
         self.two_phase("prime", {"contents": prime})
         self.t += HOUR
         args = {"daily_dose_ng": dose_ug * 1000, "origin": origin}
         if patient:
-            args.update(patient_bolus_ng=20_000, patient_lockout_ms=2 * HOUR,
-                        patient_max_per_24h=4)
+            args.update(patient_bolus_ng=20_000, patient_lockout_ms=2 * HOUR, patient_max_per_24h=4)
         self.two_phase("program", args)
 
     # ------------------------------------------------------------------ rules
@@ -148,24 +175,36 @@ class ControllerMachine(RuleBasedStateMachine):
 
     @rule(factor=DOSE_FACTORS, late=st.sampled_from([0, 0, 0, 1, 2]), wrong=st.booleans())
     def set_daily_dose(self, factor, late, wrong):
-        self.two_phase("set_daily_dose", {"daily_dose_ng": self.dose_like(factor)}, late=late,
-                       wrong=wrong and late == 0)
+        self.two_phase(
+            "set_daily_dose",
+            {"daily_dose_ng": self.dose_like(factor)},
+            late=late,
+            wrong=wrong and late == 0,
+        )
 
     @rule(factor=DOSE_FACTORS, night=st.sampled_from([500, 1000, 1300]))
     def flex(self, factor, night):
         day = self.dose_like(factor)
-        self.two_phase("flex", {"steps": [[0, day * night // 1000 // 100 * 100], [480, day],
-                                          [1320, day]]})
+        self.two_phase(
+            "flex", {"steps": [[0, day * night // 1000 // 100 * 100], [480, day], [1320, day]]}
+        )
 
-    @rule(factor=DOSE_FACTORS, pct=st.sampled_from([5, 15, 20, 30, 31]),
-          every=st.sampled_from([HOUR, 12 * HOUR, DAY, DAY + 1]), up=st.booleans())
+    @rule(
+        factor=DOSE_FACTORS,
+        pct=st.sampled_from([5, 15, 20, 30, 31]),
+        every=st.sampled_from([HOUR, 12 * HOUR, DAY, DAY + 1]),
+        up=st.booleans(),
+    )
     def plan(self, factor, pct, every, up):
-        self.two_phase("titrate" if up else "taper",
-                       {"target_daily_dose_ng": self.dose_like(factor), "step_pct": pct,
-                        "every_ms": every})
+        self.two_phase(
+            "titrate" if up else "taper",
+            {"target_daily_dose_ng": self.dose_like(factor), "step_pct": pct, "every_ms": every},
+        )
 
-    @rule(dose_ug=st.sampled_from([1, 5, 20, 50, 100, 101]),
-          duration=st.sampled_from([0, 1000, MIN, HOUR]))
+    @rule(
+        dose_ug=st.sampled_from([1, 5, 20, 50, 100, 101]),
+        duration=st.sampled_from([0, 1000, MIN, HOUR]),
+    )
     def bolus(self, dose_ug, duration):
         self.two_phase("bolus", {"dose_ng": dose_ug * 1000, "duration_ms": duration})
 
@@ -195,12 +234,22 @@ class ControllerMachine(RuleBasedStateMachine):
             self.single("post_scan_check")
         self.two_phase("resume", {"daily_dose_ng": self.dose_like(factor) if factor else 0})
 
-    @rule(conc=CONCS, aspirate_ml=st.sampled_from([0, 1, 5, 19]),
-          volume_ml=st.sampled_from([0, 5, 20, 21]), partial=st.booleans())
+    @rule(
+        conc=CONCS,
+        aspirate_ml=st.sampled_from([0, 1, 5, 19]),
+        volume_ml=st.sampled_from([0, 5, 20, 21]),
+        partial=st.booleans(),
+    )
     def refill(self, conc, aspirate_ml, volume_ml, partial):
-        self.two_phase("refill", {"aspirated_nl": aspirate_ml * 1_000_000,
-                                  "volume_nl": volume_ml * 1_000_000,
-                                  "concentration_ug_per_ml": conc, "partial": int(partial)})
+        self.two_phase(
+            "refill",
+            {
+                "aspirated_nl": aspirate_ml * 1_000_000,
+                "volume_nl": volume_ml * 1_000_000,
+                "concentration_ug_per_ml": conc,
+                "partial": int(partial),
+            },
+        )
 
     @rule(contents=st.sampled_from(["drug", "saline", "empty"]))
     def prime(self, contents):
@@ -218,8 +267,10 @@ class ControllerMachine(RuleBasedStateMachine):
     def set_clock_offset(self, offset):
         self.two_phase("set_clock_offset", {"utc_offset_min": offset})
 
-    @rule(name=st.sampled_from(["maintenance", "bogus", "program"]),
-          role=st.sampled_from(["service", "patient", "clinician", "root"]))
+    @rule(
+        name=st.sampled_from(["maintenance", "bogus", "program"]),
+        role=st.sampled_from(["service", "patient", "clinician", "root"]),
+    )
     def odd_command(self, name, role):
         self.single(name, {"daily_dose_ng": 1.5} if name == "program" else {}, role=role)
 
@@ -243,9 +294,12 @@ class ControllerMachine(RuleBasedStateMachine):
         if go == 0 and self.r.powered:
             self.r.session_end(self.t)
 
-    @rule(lower=st.sampled_from([0, MIN, 4 * HOUR, 4 * HOUR + 1, DAY, 3 * DAY]),
-          extra=st.sampled_from([0, 0, HOUR, None]), boot_loop=st.sampled_from([0, 0, 0, 1]),
-          mid_stroke=st.booleans())
+    @rule(
+        lower=st.sampled_from([0, MIN, 4 * HOUR, 4 * HOUR + 1, DAY, 3 * DAY]),
+        extra=st.sampled_from([0, 0, HOUR, None]),
+        boot_loop=st.sampled_from([0, 0, 0, 1]),
+        mid_stroke=st.booleans(),
+    )
     def power_cut(self, lower, extra, boot_loop, mid_stroke):
         if not self.r.powered:
             return
@@ -301,7 +355,11 @@ class ControllerMachine(RuleBasedStateMachine):
         assert not self._violations("SR-19"), self._violations("SR-19")
         st_ = self.ctrl.status()
         r, rp, ro = self.model.reservoir()
-        assert (st_["reservoir_nl"], st_["reservoir_pess_nl"], st_["reservoir_opt_nl"]) == (r, rp, ro)
+        assert (st_["reservoir_nl"], st_["reservoir_pess_nl"], st_["reservoir_opt_nl"]) == (
+            r,
+            rp,
+            ro,
+        )
 
     @invariant()
     def refusals_change_nothing(self):
@@ -324,8 +382,13 @@ class ControllerMachine(RuleBasedStateMachine):
         assert filled == delivered + path + res + asp
         c = self.ctrl
         ctrl_res = c.res.remaining_nl() * c.res.concentration
-        assert (c.filled_pg, c.delivered_pg, c.path.mass_pg(), ctrl_res, c.aspirated_pg) == \
-            (filled, delivered, path, res, asp)
+        assert (c.filled_pg, c.delivered_pg, c.path.mass_pg(), ctrl_res, c.aspirated_pg) == (
+            filled,
+            delivered,
+            path,
+            res,
+            asp,
+        )
 
     @invariant()
     def no_stroke_when_stopped(self):

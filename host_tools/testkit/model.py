@@ -20,11 +20,18 @@ HOUR = 3_600_000
 # Device defaults (SAFETY_RULES.md SR-2/SR-19/SR-22 and ITB_REFERENCE.md), written
 # out here rather than imported from the firmware.
 DEFAULTS = {
-    "stroke_nl": 2000, "tubing_nl": 140_000, "catheter_length_mm": 900,
-    "max_daily_dose_ng": 2_000_000, "max_bolus_ng": 100_000,
-    "max_rate_nl_per_min": 1_000_000, "min_rate_nl_per_day": 20_000,
-    "volume_accuracy_permille": 145, "low_reservoir_nl": 4_000_000, "low_reservoir_days": 5,
-    "settle_ms": HOUR, "taper_down_pct": 20,
+    "stroke_nl": 2000,
+    "tubing_nl": 140_000,
+    "catheter_length_mm": 900,
+    "max_daily_dose_ng": 2_000_000,
+    "max_bolus_ng": 100_000,
+    "max_rate_nl_per_min": 1_000_000,
+    "min_rate_nl_per_day": 20_000,
+    "volume_accuracy_permille": 145,
+    "low_reservoir_nl": 4_000_000,
+    "low_reservoir_days": 5,
+    "settle_ms": HOUR,
+    "taper_down_pct": 20,
     "up_pct": {"spinal": 30, "cerebral": 15, "paediatric": 15},
 }
 
@@ -112,7 +119,7 @@ class Model:
         return pg
 
     def tip_conc(self):
-        for s, e, c in self.fluid:
+        for _s, e, c in self.fluid:
             if e > self.x and c:
                 return c
         return self.res_conc
@@ -127,8 +134,13 @@ class Model:
 
     def conservation_terms(self):
         """``(filled, delivered, in path, in reservoir, aspirated)`` in pg (SR-21)."""
-        return (self.filled_pg, self.delivered_pg, self.path_pg(),
-                (self.fill - self.v) * self.res_conc, self.aspirated_pg)
+        return (
+            self.filled_pg,
+            self.delivered_pg,
+            self.path_pg(),
+            (self.fill - self.v) * self.res_conc,
+            self.aspirated_pg,
+        )
 
     # ------------------------------------------------------------------ caps
     def caps(self):
@@ -258,8 +270,11 @@ class Model:
     def _on_stroke(self, rec):
         t = rec["t"]
         src = rec["src"]
-        allowed = {"RUNNING": ("basal", "bolus", "patient_bolus"), "MIN_RATE": ("min_rate",),
-                   "UNPROGRAMMED": ("prime",)}.get(self.state, ())
+        allowed = {
+            "RUNNING": ("basal", "bolus", "patient_bolus"),
+            "MIN_RATE": ("min_rate",),
+            "UNPROGRAMMED": ("prime",),
+        }.get(self.state, ())
         if src not in allowed:
             raise Violation("SR-16/17/27", "%s stroke in state %s at %d" % (src, self.state, t))
         nl = rec["nl"]
@@ -267,7 +282,9 @@ class Model:
         hi = max(self._conc_range(self.x - self.band, self.x + nl + self.band))
         m = _ceil(nl * hi, 1000)
         if rec["ng_hi"] != m:
-            raise Violation("SR-4", "stroke %d counted %d ng, model says %d" % (rec["n"], rec["ng_hi"], m))
+            raise Violation(
+                "SR-4", "stroke %d counted %d ng, model says %d" % (rec["n"], rec["ng_hi"], m)
+            )
         self.counted.append((t, m))
         self.counted = [(u, x) for (u, x) in self.counted if u > t - DAY - 1]
         caps = self.caps()
@@ -354,8 +371,12 @@ class Model:
         t, new, state = rec["t"], rec["ng_day"], rec["state"]
         was_running = self.state == "RUNNING"
         now_running = state == "RUNNING"
-        quiet = (t - self.fault_seen_ms > 2 * DAY and t - self.power_seen_ms > 2 * DAY
-                 and self.reservoir_can_deliver() and not self.fault)
+        quiet = (
+            t - self.fault_seen_ms > 2 * DAY
+            and t - self.power_seen_ms > 2 * DAY
+            and self.reservoir_can_deliver()
+            and not self.fault
+        )
         if was_running and now_running and new != self.dose and quiet:
             self._check_basal_change(t, new)
         if not was_running and now_running and self.segs and quiet and self.restart:
@@ -363,7 +384,9 @@ class Model:
         if was_running and not now_running:
             self.restart = (t, 0)
         if now_running and new > self.dose and t < self.no_increase_until and was_running:
-            raise Violation("SR-10/SR-11", "basal increased at %d inside the no-increase window" % t)
+            raise Violation(
+                "SR-10/SR-11", "basal increased at %d inside the no-increase window" % t
+            )
         if not was_running and now_running and self.restart:
             # a capped restart forbids increases for 24 h (SR-11): recorded when capped
             pass
@@ -379,7 +402,7 @@ class Model:
         after the last interruption flag: list of (dose, duration, after_interruption)."""
         out = []
         last_int = -1
-        for i, (s, d, run) in enumerate(self.segs):
+        for i, (_s, _d, run) in enumerate(self.segs):
             if not run:
                 last_int = i
         for i, (s, d, run) in enumerate(self.segs):
@@ -426,8 +449,9 @@ class Model:
         if pct == 100:
             return
         if new * 100 > pct * last:
-            raise Violation("SR-11", "restart at %d with %d after %d ms > %d%% of %d"
-                            % (t, new, dur, pct, last))
+            raise Violation(
+                "SR-11", "restart at %d with %d after %d ms > %d%% of %d" % (t, new, dur, pct, last)
+            )
         if pct < 100:
             self.no_increase_until = t + DAY
 
@@ -441,8 +465,13 @@ class Model:
 
     def _reset_track(self):
         self.track = None
-        if self.state in ("RUNNING", "MIN_RATE") and not self.fault and self.peak in (0, self.dose) \
-                and "CAP_HOLD" not in self.alarms and self.reservoir_can_deliver():
+        if (
+            self.state in ("RUNNING", "MIN_RATE")
+            and not self.fault
+            and self.peak in (0, self.dose)
+            and "CAP_HOLD" not in self.alarms
+            and self.reservoir_can_deliver()
+        ):
             self.track = [self.t, Fraction(0), 0]
 
     def _integrate(self, t):
@@ -457,11 +486,17 @@ class Model:
         slack = self.stroke + self._rate_nl_per_ms() * (self.min_gap + 2)
         self.counts["checks"] += 1
         if tr[2] - tr[1] > slack:
-            raise Violation("SR-12", "delivered %d nL > programmed %s + one stroke since %d (t=%d)"
-                            % (tr[2], float(tr[1]), tr[0], t))
+            raise Violation(
+                "SR-12",
+                "delivered %d nL > programmed %s + one stroke since %d (t=%d)"
+                % (tr[2], float(tr[1]), tr[0], t),
+            )
         if tr[1] - tr[2] > slack:
-            raise Violation("SR-21", "delivered %d nL lags programmed %.0f nL by more than a"
-                            " stroke since %d (t=%d)" % (tr[2], float(tr[1]), tr[0], t))
+            raise Violation(
+                "SR-21",
+                "delivered %d nL lags programmed %.0f nL by more than a"
+                " stroke since %d (t=%d)" % (tr[2], float(tr[1]), tr[0], t),
+            )
 
     def check_delivery_continues(self, t):
         """SR-19: basal is never stopped on a computed remainder while R_o > 0 and the
