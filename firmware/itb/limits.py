@@ -158,37 +158,30 @@ class BasalHistory:
         if i > 0 and len(self.segs) > 16:
             del self.segs[:i]
 
-    def interrupted(self):
-        return bool(self.segs) and self.segs[-1][2] == INTERRUPTED
-
     def _end(self, i, now):
         return self.segs[i + 1][0] if i + 1 < len(self.segs) else now
 
+    def _doses_in_window(self, now, window_ms):
+        """Running doses in effect at some time in ``(now - W, now]`` (settled or not;
+        a dose replaced within the same ms counts, see ``record``)."""
+        lo = now - window_ms
+        out = []
+        for i in range(len(self.segs)):
+            s = self.segs[i]
+            if s[2] == RUNNING and s[0] <= now and (i + 1 == len(self.segs)
+                                                    or self.segs[i + 1][0] > lo):
+                out.append(s[1])
+        return out
+
     def lowest_dose(self, now, window_ms=DAY_MS):
         """SR-8 base: lowest running dose in effect in ``(now - W, now]``; None if none."""
-        best = None
-        lo = now - window_ms
-        for i in range(len(self.segs)):
-            s = self.segs[i]
-            if s[2] != RUNNING or s[0] > now:
-                continue
-            end = self._end(i, now)
-            in_window = end > lo if i + 1 < len(self.segs) else True
-            if in_window and (best is None or s[1] < best):
-                best = s[1]
-        return best
+        doses = self._doses_in_window(now, window_ms)
+        return min(doses) if doses else None
 
     def highest_dose(self, now, window_ms=DAY_MS):
-        """Highest running dose in effect in ``(now - W, now]`` (settled or not); None."""
-        best = None
-        lo = now - window_ms
-        for i in range(len(self.segs)):
-            s = self.segs[i]
-            if s[2] != RUNNING or s[0] > now:
-                continue
-            if (i + 1 == len(self.segs) or self.segs[i + 1][0] > lo) and (best is None or s[1] > best):
-                best = s[1]
-        return best
+        """SR-3 default caps: highest running dose in effect in ``(now - W, now]``; None."""
+        doses = self._doses_in_window(now, window_ms)
+        return max(doses) if doses else None
 
     def highest_settled(self, now, settle_ms, window_ms=DAY_MS):
         """SR-9 base: highest dose settled in ``(now - W, now]`` after the last
