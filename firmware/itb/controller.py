@@ -976,7 +976,7 @@ class Controller:
         self.history.prune(now)
         self._refresh_rate(now)
 
-    def _change_basal(self, steps, now, apply, name):
+    def _change_basal(self, steps, now, apply):
         d_hi = therapy.daily_dose_up(steps)
         d_lo = therapy.daily_dose_down(steps)
         conc = self.path.tip_concentration(self.res.concentration)
@@ -1065,11 +1065,10 @@ class Controller:
         self._set_program(therapy.continuous(args["daily_dose_ng"]), now)
 
     def _do_set_daily_dose(self, args, now, apply):
-        return self._change_basal(therapy.continuous(args["daily_dose_ng"]), now, apply,
-                                  "set_daily_dose")
+        return self._change_basal(therapy.continuous(args["daily_dose_ng"]), now, apply)
 
     def _do_flex(self, args, now, apply):
-        return self._change_basal(args["steps"], now, apply, "flex")
+        return self._change_basal(args["steps"], now, apply)
 
     def _do_titrate(self, args, now, apply):
         return self._plan("titrate", args, now, apply)
