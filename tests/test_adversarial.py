@@ -154,3 +154,16 @@ def test_sr23_unknown_outage_raises_clock_invalid():
     b.power_on(D, None)
     assert b.active("CLOCK_INVALID")
     assert b.active("RESTART_REDUCED")
+
+
+@pytest.mark.sr("SR-20", "SR-14")
+def test_sr20_aspirating_more_than_the_reservoir_holds_is_refused():
+    """20 mL reservoir: an aspirated volume of 20 mL + 1 nL cannot be real (a typo);
+    20 mL itself is accepted and reconciled (SR-20 flags the discrepancy)."""
+    b = setup()
+    b.advance(D)
+    args = {"aspirated_nl": 20_000_001, "volume_nl": 20_000_000, "concentration_ug_per_ml": 500}
+    res = b.assert_refused("HARD_LIMIT", lambda: b.prepare("refill", args))
+    assert res["allowed"] == 20_000_000
+    args["aspirated_nl"] = 20_000_000
+    assert b.confirm("refill", args)["ok"]

@@ -1333,6 +1333,9 @@ class Controller:
             raise Refusal("BAD_CONCENTRATION", "%d ug/mL is not in the drug library (SR-21):"
                           " use one of %s" % (c, ", ".join(str(x) for x in
                                                           PUMP_CONCENTRATIONS_UG_PER_ML)))
+        if args["aspirated_nl"] > cfg.reservoir_capacity_nl:
+            raise Refusal("HARD_LIMIT", "aspirated more than the reservoir holds (%s)"
+                          % ml_text(cfg.reservoir_capacity_nl), cfg.reservoir_capacity_nl)
         partial = args["partial"]
         if partial and self.res.concentration and c != self.res.concentration:
             raise Refusal("PARTIAL_CONC_CHANGE", "a concentration change needs full aspiration"
