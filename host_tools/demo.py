@@ -44,7 +44,6 @@ class ScenarioError(ValueError):
     """The scenario file is wrong; the message lists every problem found."""
 
 
-ALLOWED_IN_MS = ("LOCKOUT", "PATIENT_MAX", "BOLUS_TOO_SHORT", "NO_INCREASE")
 HEADER = (
     "ITB pump controller demo: research/engineering tool, NOT a medical device. "
     "Never connect it to a person."
@@ -137,6 +136,8 @@ def human(key, value):
     """A canonical amount for display, by its unit suffix."""
     if key.endswith("_ng"):
         return dec(value, 1000, 1) + (" ug/day" if "daily" in key else " ug")
+    if key.endswith("_nl_per_day"):
+        return dec(value, 1_000_000, 3) + " mL/day"
     if key.endswith("_nl"):
         return dec(value, 1_000_000, 3) + " mL"
     if key.endswith("_ms"):
@@ -218,12 +219,10 @@ def describe(name, res):
     if not res["ok"]:
         text = f"REFUSED {res['reason']}: {res['message']}"
         if "allowed" in res:
-            unit = (
-                "_ms"
-                if res["reason"] in ALLOWED_IN_MS
-                else (cmds.params(name)[0]["name"] if cmds.params(name) else "")
-            )
-            text += f"; allowed {human(unit, res['allowed'])}"
+            # the result names the unit of its allowed value
+            key = {"ng_per_day": "daily_ng", "ng": "_ng", "nl": "_nl", "ms": "_ms",
+                   "nl_per_day": "_nl_per_day"}.get(res.get("allowed_unit"), "")
+            text += f"; allowed {human(key, res['allowed'])}"
         offer = res.get("offer")
         if offer:
             text += (

@@ -167,3 +167,23 @@ def test_sr20_aspirating_more_than_the_reservoir_holds_is_refused():
     assert res["allowed"] == 20_000_000
     args["aspirated_nl"] = 20_000_000
     assert b.confirm("refill", args)["ok"]
+
+
+@pytest.mark.sr("SR-12", "SR-23", "SR-19")
+def test_sr12_resets_faster_than_the_stroke_interval_do_not_stop_basal():
+    """100 ug/day at 2000 ug/mL is a 4 ug stroke every 57.6 min. A 1 s reset every 50 min
+    (RTC valid) is no interruption; owed volume survives each reset (held at one
+    stroke), so about 75 strokes still come in 3 days instead of none."""
+    b = setup(dose_ng=100_000, conc=2000)
+    t = 3 * H
+    b.advance(t)
+    end = t + 3 * D
+    while t < end:
+        t += 50 * 60_000 - 1000
+        b.advance(t)
+        b.power_cut(t)
+        t += 1000
+        b.power_on(t, 1000)
+    b.advance(t)
+    n = len(b.strokes_between(3 * H, t, "basal"))
+    assert 73 <= n <= 76, n

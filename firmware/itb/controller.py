@@ -83,6 +83,7 @@ ACCEPTS = {
 }
 
 OUTCOMES = ("ok", "stall", "occlusion", "unknown")
+NG_DAY = "ng_per_day"
 SEEN_IDS = 256  # SR-26: results of the last 256 command ids are kept
 ID_MAX = 0x7FFFFFFF
 HEARTBEAT_MS = 15 * MINUTE_MS  # SR-23
@@ -93,12 +94,13 @@ FAULT_GAP_MIN_MS = HOUR_MS  # "Interruption": trailing max(1 h, two stroke inter
 class Refusal(Exception):
     """A rule refuses a command: reason code, message, allowed value, extras."""
 
-    def __init__(self, reason, message, allowed=None, extra=None):
+    def __init__(self, reason, message, allowed=None, extra=None, unit=None):
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.allowed = allowed
         self.extra = extra
+        self.unit = unit  # of ``allowed``: ng_per_day, ng, nl, nl_per_day or ms
 
 
 class ClockError(ValueError):
@@ -632,7 +634,14 @@ class Controller:
         if upper is not None and upper < lower:
             upper = lower
         self.last_now = now
-        self.acc.reset(now)
+        if upper is not None and upper < gap:
+            # not an interruption: what was owed before the reset is kept, accrued
+            # over the outage's lower bound and held at one stroke (SR-12). Dropping
+            # it would let resets that come faster than the stroke interval stop
+            # basal without any alarm.
+            self.acc.hold(now)
+        else:
+            self.acc.reset(now)
         self.overlays = []  # a bolus interrupted by a reset is not resumed
         self.hold_until = -1
         if self.state == MAINTENANCE:
@@ -741,6 +750,7 @@ class Controller:
             res = {"ok": 0, "reason": r.reason, "message": r.message}
             if r.allowed is not None:
                 res["allowed"] = r.allowed
+                res["allowed_unit"] = r.unit
             if r.extra:
                 for k in r.extra:
                     res[k] = r.extra[k]
@@ -840,11 +850,11 @@ class Controller:
             raise Refusal("OUT_OF_RANGE", "daily dose must be above 0 (use stop or min_rate)")
         if d > cfg.max_daily_dose_ng:
             raise Refusal("HARD_LIMIT", "daily dose over the hard limit (SR-2)",
-                          cfg.max_daily_dose_ng)
+                          cfg.max_daily_dose_ng, unit=NG_DAY)
         if conc > 0 and d * 1000 < cfg.min_rate_nl_per_day * conc:
             lowest = ceil_div(cfg.min_rate_nl_per_day * conc, 1000)
             raise Refusal("HARD_LIMIT", "volume rate below the pump's minimum rate (SR-2)",
-                          ceil_div(lowest, 100) * 100)
+                          ceil_div(lowest, 100) * 100, unit=NG_DAY)
 
     def _check_basal_change(self, new_hi, new_lo, now):
         """SR-8, SR-9, SR-10/SR-11 no-increase windows, for a new basal daily dose
@@ -853,12 +863,12 @@ class Controller:
         cfg = self.cfg
         if new_hi > cur and now < self.no_increase_until:
             raise Refusal("NO_INCREASE", "no basal increase until %d ms from now (SR-10, SR-11)"
-                          % (self.no_increase_until - now), cur)
+                          % (self.no_increase_until - now), cur, unit=NG_DAY)
         base = self.history.lowest_dose(now)
         up = cfg.up_pct(self.rx["origin"])
         if base is not None and not up_cap_ok(new_hi, base, up):
             raise Refusal("UP_CAP", "over +%d %% of the lowest dose in 24 h (SR-8)" % up,
-                          up_cap_max(base, up))
+                          up_cap_max(base, up), unit=NG_DAY)
         top = self.history.highest_settled(now, cfg.settle_ms)
         down = cfg.taper_down_pct
         if top is not None and not down_cap_ok(new_lo, top, down):
@@ -866,7 +876,7 @@ class Controller:
             offer = {"command": "taper", "target_daily_dose_ng": new_lo, "step_pct": down,
                      "every_ms": DAY_MS}
             raise Refusal("DOWN_CAP", "below -%d %% of the highest settled dose in 24 h (SR-9);"
-                          " a taper plan is offered" % down, lo, {"offer": offer})
+                          " a taper plan is offered" % down, lo, {"offer": offer}, NG_DAY)
 
     def _project(self, now, until):
         """Run this (disposable) controller forward with every stroke delivered;
@@ -1004,6 +1014,7 @@ class Controller:
             best = self._largest_feasible(100, d_hi - 100, 100,
                                           lambda v: attempt(therapy.continuous(v)))
             r.allowed = best
+            r.unit = NG_DAY
             raise
         effect["plan_cancelled"] = 1 if self.plan is not None else 0
         if apply:
@@ -1022,21 +1033,23 @@ class Controller:
         for key in ("cap_24h_ng", "cap_1h_ng"):
             if args[key] > cfg.max_daily_dose_ng:
                 raise Refusal("HARD_LIMIT", "%s over the hard maximum daily dose (SR-2)" % key,
-                              cfg.max_daily_dose_ng)
+                              cfg.max_daily_dose_ng, unit="ng")
         if args["cap_24h_ng"] and args["cap_1h_ng"] > args["cap_24h_ng"]:
-            raise Refusal("OUT_OF_RANGE", "1 h cap above the 24 h cap", args["cap_24h_ng"])
+            raise Refusal("OUT_OF_RANGE", "1 h cap above the 24 h cap", args["cap_24h_ng"],
+                          unit="ng")
         pb = args["patient_bolus_ng"]
         if pb:
             if pb > cfg.max_bolus_ng:
                 raise Refusal("HARD_LIMIT", "patient bolus over the maximum bolus (SR-2)",
-                              cfg.max_bolus_ng)
+                              cfg.max_bolus_ng, unit="ng")
             if args["patient_max_per_24h"] < 1:
                 raise Refusal("OUT_OF_RANGE", "patient_max_per_24h must be at least 1 (SR-29)")
         if args["screening_dose_ng"]:
             lim = start_limit_ng(args["screening_dose_ng"], args["screening_effect_ms"],
                                  args["start_rule"])
             if d > lim:
-                raise Refusal("START_RULE", "first program over the SR-10 start dose", lim)
+                raise Refusal("START_RULE", "first program over the SR-10 start dose", lim,
+                              unit=NG_DAY)
         if self.state == SAFE and self.program:
             raise Refusal("WRONG_STATE", "a prescription exists: use resume or stop (SR-27)")
         trial = self._clone()
@@ -1148,7 +1161,8 @@ class Controller:
         if n * sm > self.cfg.max_bolus_ng and n > 0:
             n -= 1
         if n < 1:
-            raise Refusal("OUT_OF_RANGE", "bolus smaller than half a stroke (%d ng)" % sm, sm)
+            raise Refusal("OUT_OF_RANGE", "bolus smaller than half a stroke (%d ng)" % sm, sm,
+                          unit="ng")
         return n, sm
 
     def _overlay_trial(self, source, n, interval, now):
@@ -1161,13 +1175,14 @@ class Controller:
         dose = args["dose_ng"]
         if dose > cfg.max_bolus_ng:
             raise Refusal("HARD_LIMIT", "bolus over the maximum single bolus (SR-2)",
-                          cfg.max_bolus_ng)
+                          cfg.max_bolus_ng, unit="ng")
         if self.overlays:
             raise Refusal("BOLUS_ACTIVE", "a bolus is still being delivered")
         n, sm = self._bolus_strokes(dose)
         shortest = n * cfg.min_stroke_interval_ms
         if args["duration_ms"] < shortest:
-            raise Refusal("BOLUS_TOO_SHORT", "too short for the maximum rate (SR-2)", shortest)
+            raise Refusal("BOLUS_TOO_SHORT", "too short for the maximum rate (SR-2)", shortest,
+                          unit="ms")
         interval = args["duration_ms"] // n
 
         def attempt(k):
@@ -1180,6 +1195,7 @@ class Controller:
             if r.reason == "CAP_EXCEEDED":
                 best = self._largest_feasible(1, n - 1, 1, attempt)
                 r.allowed = best * sm if best else 0
+                r.unit = "ng"
             raise
         effect["bolus_ng"] = n * sm
         effect["bolus_strokes"] = n
@@ -1195,10 +1211,10 @@ class Controller:
         if recent and now < recent[-1] + rx["patient_lockout_ms"]:
             wait = recent[-1] + rx["patient_lockout_ms"] - now
             raise Refusal("LOCKOUT", "in lockout: next allowed in %d s (SR-29)" % ceil_div(wait, 1000),
-                          wait)
+                          wait, unit="ms")
         if len(recent) >= rx["patient_max_per_24h"]:
             wait = recent[len(recent) - rx["patient_max_per_24h"]] + DAY_MS - now
-            raise Refusal("PATIENT_MAX", "24 h maximum reached (SR-29)", wait)
+            raise Refusal("PATIENT_MAX", "24 h maximum reached (SR-29)", wait, unit="ms")
         if self.overlays:
             raise Refusal("BOLUS_ACTIVE", "a bolus is still being delivered")
         n, sm = self._bolus_strokes(rx["patient_bolus_ng"])
@@ -1247,10 +1263,12 @@ class Controller:
         cfg = self.cfg
         rate = args["rate_nl_per_day"]
         if rate < cfg.min_rate_nl_per_day:
-            raise Refusal("HARD_LIMIT", "below the pump's minimum rate (SR-2)", cfg.min_rate_nl_per_day)
+            raise Refusal("HARD_LIMIT", "below the pump's minimum rate (SR-2)",
+                          cfg.min_rate_nl_per_day, unit="nl_per_day")
         max_day = cfg.max_rate_nl_per_min * 1440
         if rate > max_day:
-            raise Refusal("HARD_LIMIT", "over the pump's maximum rate (SR-2)", max_day)
+            raise Refusal("HARD_LIMIT", "over the pump's maximum rate (SR-2)", max_day,
+                          unit="nl_per_day")
         conc = self.path.tip_concentration(self.res.concentration)
         ng_day = mass_ng_up(rate, conc)
         if self.program and self.state == RUNNING and ng_day >= self.daily_dose_ng():
@@ -1286,12 +1304,13 @@ class Controller:
             if want > cap:
                 raise Refusal("RESTART_CAP", "restart after an interruption of %s h is capped at"
                               " %d %% (SR-11)" % ("unknown" if dur is None else str(dur // HOUR_MS),
-                                                 pct), cap)
+                                                 pct), cap, unit=NG_DAY)
             steps = therapy.continuous(want or cap)
             capped = 1
         else:
             if want > cur:
-                raise Refusal("RESTART_CAP", "resume may not increase the dose (SR-11)", cur)
+                raise Refusal("RESTART_CAP", "resume may not increase the dose (SR-11)", cur,
+                              unit=NG_DAY)
             steps = therapy.continuous(want) if want else self.program
             capped = 0
         d = therapy.daily_dose_up(steps)
@@ -1335,7 +1354,8 @@ class Controller:
                                                           PUMP_CONCENTRATIONS_UG_PER_ML)))
         if args["aspirated_nl"] > cfg.reservoir_capacity_nl:
             raise Refusal("HARD_LIMIT", "aspirated more than the reservoir holds (%s)"
-                          % ml_text(cfg.reservoir_capacity_nl), cfg.reservoir_capacity_nl)
+                          % ml_text(cfg.reservoir_capacity_nl), cfg.reservoir_capacity_nl,
+                          unit="nl")
         partial = args["partial"]
         if partial and self.res.concentration and c != self.res.concentration:
             raise Refusal("PARTIAL_CONC_CHANGE", "a concentration change needs full aspiration"
@@ -1347,7 +1367,8 @@ class Controller:
             after += keep if keep > 0 else 0
         if after > cfg.reservoir_capacity_nl:
             raise Refusal("HARD_LIMIT", "more than the reservoir holds (%s)"
-                          % ml_text(cfg.reservoir_capacity_nl), cfg.reservoir_capacity_nl)
+                          % ml_text(cfg.reservoir_capacity_nl), cfg.reservoir_capacity_nl,
+                          unit="nl")
         trial = self._clone()
         disc = trial._apply_refill(args, now)
         if self.state in (RUNNING, MIN_RATE):

@@ -44,6 +44,7 @@ DOSE_FACTORS = st.sampled_from(
     [0, 500, 790, 800, 801, 850, 1000, 1100, 1150, 1151, 1300, 1301, 2000]
 )
 CONCS = st.sampled_from([500, 1000, 2000, 500, 1000, 2000, 50, 750])
+ALLOWED_UNITS = ("ng_per_day", "ng", "nl", "nl_per_day", "ms")
 OUTCOMES = st.sampled_from(["ok", "ok", "ok", "stall", "occlusion", "unknown"])
 
 
@@ -101,6 +102,8 @@ class ControllerMachine(RuleBasedStateMachine):
         after = json.dumps(self.ctrl.therapy_state(), sort_keys=True)
         if res["reason"] == "INTERNAL":
             self.internal.append(res)
+        if "allowed" in res and res.get("allowed_unit") not in ALLOWED_UNITS:
+            self.internal.append(("allowed value without its unit", res))
         if not res["ok"]:
             self.refusals.append(
                 (before == after, self.ctrl.store.counts["cmd"] - audits, res.get("reason"), cmd)
