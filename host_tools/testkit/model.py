@@ -392,7 +392,7 @@ class Model:
             pass
         self.state = state
         self.dose = new
-        self.segs.append((t, new, now_running))
+        self.segs.append((t, new, now_running and not self.empty))
         self.segs = self.segs[-400:]
         self._reset_track()
 
@@ -511,11 +511,21 @@ class Model:
         return r, r - tol, r + tol
 
     def _note_empty(self):
-        # an empty reservoir is an interruption (SR terms); basal-rule checks skip
-        # the days around one rather than re-deriving the controller's marking
-        if not self.reservoir_can_deliver():
+        # An empty reservoir is an interruption (SR terms): while running, the basal
+        # timeline shows it as a period without drug, so the SR-11 base skips doses
+        # that were programmed but never delivered. Basal-rule checks also skip the
+        # days around it rather than re-deriving the controller's marking.
+        empty = not self.reservoir_can_deliver()
+        if empty:
             self.fault_seen_ms = self.t
             self.track = None
+        if empty != self.empty and self.state == "RUNNING" and self.res_conc:
+            self.segs.append((self.t, self.dose, not empty))
+            if empty:
+                self.restart = (self.t, 0)
+        self.empty = empty
+
+    empty = False
 
     def reservoir_can_deliver(self):
         return not self.switch and self.reservoir()[2] > 0
