@@ -187,3 +187,19 @@ def test_sr12_resets_faster_than_the_stroke_interval_do_not_stop_basal():
     b.advance(t)
     n = len(b.strokes_between(3 * H, t, "basal"))
     assert 73 <= n <= 76, n
+
+
+@pytest.mark.sr("SR-11", "SR-19")
+def test_sr11_a_dose_set_while_the_reservoir_is_empty_is_not_the_restart_base():
+    """50 ug/day, reservoir switch trips, the dose is raised to 55 ug/day (no drug flows),
+    a boot loop follows; two days later the restart is capped at 50 % of the last dose
+    actually delivered: 25 ug/day, not 27.5 (found by the property machine)."""
+    b = setup(dose_ng=50_000)
+    b.r.empty_switch(0, 1)
+    assert b.confirm("set_daily_dose", {"daily_dose_ng": 55_000}, 0)["ok"]
+    b.power_cut(0)
+    b.power_on(0, 0, boot_loop=1)
+    b.r.empty_switch(0, 0)
+    b.advance(2 * D + 1)
+    res = b.confirm("resume", {})
+    assert res["ok"] and b.dose() == 25_000

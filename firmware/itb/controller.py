@@ -982,7 +982,10 @@ class Controller:
         self.program = steps
         if cancel_plan:
             self.plan = None
-        self.history.record(now, therapy.daily_dose_up(steps), SEG_RUNNING)
+        if not (self.fault == "empty" or self.fault_marked):
+            # during a fault interruption the new dose is not in effect (no drug
+            # flows); _fault_end records it when delivery resumes
+            self.history.record(now, therapy.daily_dose_up(steps), SEG_RUNNING)
         self.history.prune(now)
         self._refresh_rate(now)
 
