@@ -70,12 +70,6 @@ class Alarms:
             return -1
         return 0
 
-    def pulse(self, code, now):
-        """Raise a one-shot event alarm (condition ends at once, stays latched)."""
-        raised = self.set(code, True, now)
-        self.set(code, False, now)
-        return raised == 1
-
     def active(self, code):
         e = self.entries.get(code)
         return e is not None and e[0] == 1
