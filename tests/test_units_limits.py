@@ -3,6 +3,8 @@ reservoir.py and commands.validate. Expected values are worked out by hand from
 SAFETY_RULES.md in each test, never with the helper the code uses."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from itb import commands, drugs, fluidpath, ledger, limits, reservoir, therapy, units
 from itb.commands import CommandError
 
@@ -205,15 +207,40 @@ def test_sr5_window_log_is_half_open():
     assert w.sums(1000 + DAY + HOUR - 1) == [0, 0]
 
 
+def _log(events):
+    w = limits.WindowLog()
+    for t, m in events:
+        w.add(t, m)
+    return w
+
+
 @pytest.mark.sr("SR-6")
 def test_sr6_max_window_sum_by_hand():
-    ev = [(0, 5), (HOUR, 3), (HOUR + 1, 4), (2 * HOUR, 1)]
+    w = _log([(0, 5), (HOUR, 3), (HOUR + 1, 4), (2 * HOUR, 1)])
     # from start 0: windows (p - 1 h, p]; p = 1 h + 1 holds 3 + 4 (0 is out at p = 1 h)
-    assert limits.max_window_sum(ev, 0, HOUR) == 7
-    assert limits.max_window_sum(ev, 0, HOUR + 1) == 8  # (0, 1h+1] still excludes 0 -> 3+4+1
-    assert limits.max_window_sum(ev, 0, HOUR + 2) == 12  # (-1, 1h+1] includes t=0
-    assert limits.max_window_sum(ev, 0, DAY) == 13
-    assert limits.max_window_sum([], 0, DAY) == 0
+    assert w.max_sum(0, HOUR) == 7
+    assert w.max_sum(0, HOUR + 1) == 8  # (0, 1h+1] still excludes 0 -> 3+4+1
+    assert w.max_sum(0, HOUR + 2) == 12  # (-1, 1h+1] includes t=0
+    assert w.max_sum(0, DAY) == 13
+    assert _log([]).max_sum(0, DAY) == 0
+
+
+@pytest.mark.sr("SR-6")
+@given(
+    st.lists(st.tuples(st.integers(0, 60), st.integers(1, 9)), max_size=12),
+    st.integers(0, 70),
+    st.integers(1, 25),
+)
+def test_sr6_max_sum_is_the_largest_half_open_window_from_start(events, start, window):
+    """SR-6: the mass already counted, checked against a new cap, is the largest
+    sum over every half-open window (p - W, p] with p from ``start`` on; brute
+    force over every integer position p up to the last event + W."""
+    events.sort()
+    last = max([t for t, _ in events] + [start])
+    expected = max(
+        sum(m for t, m in events if p - window < t <= p) for p in range(start, last + window + 1)
+    )
+    assert _log(events).max_sum(start, window) == expected
 
 
 # ---------------------------------------------------------------- SR-8/9/11 history

@@ -40,7 +40,7 @@ from itb.fluidpath import FluidPath
 from itb.ledger import MemoryStore
 from itb.limits import (
     INTERRUPTED, RUNNING as SEG_RUNNING, BasalHistory, WindowLog, WINDOWS_MS, default_caps,
-    down_cap_min, down_cap_ok, max_window_sum, restart_pct, start_limit_ng, up_cap_max, up_cap_ok,
+    down_cap_min, down_cap_ok, restart_pct, start_limit_ng, up_cap_max, up_cap_ok,
 )
 from itb.reservoir import Reservoir, ml_text
 from itb.scheduler import Accumulator, Overlay
@@ -149,6 +149,7 @@ class Controller:
         self.filled_pg = 0
         self.delivered_pg = 0
         self.aspirated_pg = 0
+        self.rx_gen = 0  # SR-25: generation of the accepted prescription (ledger "rx")
         # volatile (lost at a reset)
         self.session_until = -1
         self.prepared = None  # [hash, name, args, t, role]
@@ -166,7 +167,7 @@ class Controller:
                      "hold_until", "no_increase_until", "interrupt_ms", "outage_slack_ms",
                      "fault", "last_good_ms", "fault_marked", "stop_reason", "mri_checked",
                      "min_rate_nl", "utc_offset_min", "wall_delta", "filled_pg",
-                     "delivered_pg", "aspirated_pg", "pre_maintenance"):
+                     "delivered_pg", "aspirated_pg", "pre_maintenance", "rx_gen"):
             setattr(c, name, getattr(self, name))
         c.plan = None if self.plan is None else [self.plan[0], list(self.plan[1])] + self.plan[2:]
         c.program = None if self.program is None else [list(s) for s in self.program]
@@ -195,7 +196,7 @@ class Controller:
             "misc": [self.hold_until, self.no_increase_until, self.interrupt_ms, self.fault,
                      self.stop_reason, self.mri_checked, self.min_rate_nl, self.pb_times,
                      self.utc_offset_min, self.wall_delta, self.filled_pg, self.delivered_pg,
-                     self.aspirated_pg, self.stroke_seq],
+                     self.aspirated_pg, self.stroke_seq, self.rx_gen],
         }
 
     # ------------------------------------------------------------------ derived
@@ -841,6 +842,12 @@ class Controller:
         res = self._run(p[1], p[2], now, 1)
         self.prepared = None
         res["command"] = p[1]
+        # SR-25: the ledger records every accepted generation with what it set, so
+        # boot can tell a rolled-back prescription slot from the newest one
+        self.rx_gen += 1
+        self.store.append({"k": "rx", "t": now, "gen": self.rx_gen, "name": p[1],
+                           "ng_day": self.daily_dose_ng(), "conc": self.res.concentration,
+                           "state": self.state})
         return res
 
     # ------------------------------------------------------------------ checks
@@ -879,13 +886,16 @@ class Controller:
                           " a taper plan is offered" % down, lo, {"offer": offer}, NG_DAY)
 
     def _project(self, now, until):
-        """Run this (disposable) controller forward with every stroke delivered;
-        return the counted events from ``now - 24 h`` on with the caps at each:
-        list of ``(t, mass_ng, cap24, cap1h, projected)``."""
-        caps = self.caps()
-        out = [(t, m, caps[0], caps[1], 0) for (t, m) in self.window.events(now - DAY_MS)]
+        """Run this (disposable) controller forward to ``until`` with every stroke
+        delivered, checking the 24 h and 1 h windows ending at each projected
+        stroke against the caps in effect then (SR-6). Returns ``(mass_ng,
+        strokes)`` projected in ``(now, now + 24 h]`` (mass as counted, upper
+        bound). Raises Refusal CAP_EXCEEDED. Needs no memory beyond the
+        controller's own window log (a prepare must fit a small, fragmented heap)."""
         self.projecting = 1
         self.alarms = al.Alarms(self.cfg.realarm_ms)
+        mass = 0
+        strokes = 0
         while True:
             t = self.next_wake()
             if t < 0 or t > until:
@@ -894,45 +904,31 @@ class Controller:
             s = self._decide(t, [])
             if s is not None:
                 caps = self.caps()
-                out.append((t, s["ng_hi"], caps[0], caps[1], 1))
+                sums = self.window.sums(t)
+                for i in (0, 1):
+                    if sums[i] > caps[i]:
+                        raise Refusal("CAP_EXCEEDED", "projected %s window reaches %d ng over its"
+                                      " cap %d ng (SR-6)" % ("24 h" if i == 0 else "1 h",
+                                                             sums[i], caps[i]))
+                if t <= now + DAY_MS:
+                    mass += s["ng_hi"]
+                    strokes += 1
                 self.complete(s["n"], "ok", t)
             elif 0 <= self.next_wake() <= t:
                 break  # nothing more can be delivered (e.g. computed empty)
-        return out
+        return mass, strokes
 
     def _check_caps(self, trial, now, horizon_ms=DAY_MS):
-        """SR-6 on ``trial`` (a clone with the change applied): every window position
-        from ``now`` to ``now + horizon`` stays within its cap. Returns the projected
-        mass delivered in ``(now, now + 24 h]`` (ng, upper bound) and strokes."""
+        """SR-6 on ``trial`` (a clone with the change applied): the mass already
+        counted fits the new caps at every window position from ``now`` on, and
+        every window ending at a projected stroke up to ``now + horizon`` stays
+        within the cap in effect then. Returns the projected mass delivered in
+        ``(now, now + 24 h]`` (ng, upper bound) and strokes."""
         caps_now = trial.caps()
-        evs = trial._project(now, now + horizon_ms)
         for i in (0, 1):
-            w = WINDOWS_MS[i]
-            # check each right end against the cap in effect there
-            acc = 0
-            lo = 0
-            for j in range(len(evs)):
-                t = evs[j][0]
-                acc += evs[j][1]
-                while evs[lo][0] <= t - w:
-                    acc -= evs[lo][1]
-                    lo += 1
-                if t >= now and acc > evs[j][2 + i]:
-                    # later events at the same t are part of the same window
-                    raise Refusal("CAP_EXCEEDED", "projected %s window reaches %d ng over its cap"
-                                  " %d ng (SR-6)" % ("24 h" if i == 0 else "1 h",
-                                                     acc, evs[j][2 + i]))
-        past = [(e[0], e[1]) for e in evs if e[0] <= now]
-        for i in (0, 1):
-            if max_window_sum(past, now, WINDOWS_MS[i]) > caps_now[i]:
+            if trial.window.max_sum(now, WINDOWS_MS[i]) > caps_now[i]:
                 raise Refusal("CAP_EXCEEDED", "mass already counted exceeds the new cap (SR-6)")
-        mass = 0
-        strokes = 0
-        for e in evs:
-            if e[4] and e[0] <= now + DAY_MS:
-                mass += e[1]
-                strokes += 1
-        return mass, strokes
+        return trial._project(now, now + horizon_ms)
 
     def _largest_feasible(self, lo, hi, step, attempt):
         """Largest value in [lo, hi] (multiples of ``step``) for which ``attempt``

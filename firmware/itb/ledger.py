@@ -3,7 +3,9 @@
 Records are flat dicts of ints and short ASCII strings with a kind ``k``:
 ``cmd`` (every command, accepted or refused, with id and reason), ``intent`` (a
 stroke about to move, written before the motor moves, SR-26), ``done`` (its
-outcome), ``alarm``, ``heartbeat``. ``check_record`` range-checks every field
+outcome), ``alarm``, ``heartbeat``, ``rx`` (an accepted prescription generation:
+``gen``, command ``name``, basal ``ng_day``, ``conc``, ``state``; SR-25).
+``check_record`` range-checks every field
 before a record is stored (SR-1).
 
 ``MemoryStore`` is the store interface the durable littlefs store (persistence
@@ -14,7 +16,7 @@ loses only what the controller marks volatile.
 
 INT_MIN = -(1 << 62)
 INT_MAX = (1 << 62) - 1
-KINDS = ("cmd", "intent", "done", "alarm", "heartbeat", "input")
+KINDS = ("cmd", "intent", "done", "alarm", "heartbeat", "input", "rx")
 
 
 def check_record(rec):
@@ -39,23 +41,28 @@ def check_record(rec):
 
 
 class MemoryStore:
-    """Append-only record list kept in memory (last ``keep`` records; ``count``
-    counts all of them, by kind in ``counts``)."""
+    """Append-only records kept in memory: the last ``keep`` records in a ring
+    allocated once (no list growth on a fragmented heap); ``count`` counts all
+    of them, by kind in ``counts``."""
 
-    def __init__(self, keep=256):
+    def __init__(self, keep=64):
+        if type(keep) is not int or keep < 1:
+            raise ValueError("keep must be a positive integer")
         self.keep = keep
-        self.items = []
+        self.ring = [None] * keep
         self.count = 0
         self.counts = {}
 
     def append(self, rec):
         check_record(rec)
-        self.items.append(rec)
+        self.ring[self.count % self.keep] = rec
         self.count += 1
         k = rec["k"]
         self.counts[k] = self.counts.get(k, 0) + 1
-        if len(self.items) > self.keep:
-            del self.items[: len(self.items) - self.keep]
 
     def records(self):
-        return self.items
+        """The kept records, oldest first (a new list)."""
+        if self.count <= self.keep:
+            return self.ring[: self.count]
+        i = self.count % self.keep
+        return self.ring[i:] + self.ring[:i]

@@ -71,6 +71,36 @@ class WindowLog:
         self.total[0] += mass_ng
         self.total[1] += mass_ng
 
+    def max_sum(self, start, window_ms):
+        """Largest counted sum over the windows ``(p - window_ms, p]`` for every
+        position ``p >= start`` (SR-6: mass already counted against a new cap).
+        Such a maximum is reached at ``p = start`` or at an event time, so only
+        those are tried; no list is built (a prepare runs on a small heap)."""
+        t = self.t
+        m = self.m
+        n = len(t)
+        acc = 0
+        lo = 0
+        j = 0
+        while j < n and t[j] <= start:  # the window (start - W, start]
+            acc += m[j]
+            j += 1
+        while lo < j and t[lo] <= start - window_ms:
+            acc -= m[lo]
+            lo += 1
+        best = acc
+        while j < n:
+            p = t[j]
+            while j < n and t[j] == p:
+                acc += m[j]
+                j += 1
+            while lo < j and t[lo] <= p - window_ms:
+                acc -= m[lo]
+                lo += 1
+            if acc > best:
+                best = acc
+        return best
+
     def events(self, since):
         """Counted events with ``t > since``: list of ``(t, mass_ng)``."""
         out = []
@@ -78,36 +108,6 @@ class WindowLog:
             if self.t[i] > since:
                 out.append((self.t[i], self.m[i]))
         return out
-
-
-def max_window_sum(events, start, window_ms):
-    """Largest sum of ``events`` (time-ordered ``(t, mass_ng)``) over the windows
-    ``(p - window_ms, p]`` for every position ``p >= start`` (SR-6). Such a maximum
-    is reached at ``p = start`` or at an event time, so only those are tried."""
-    best = 0
-    lo = 0
-    acc = 0
-    n = len(events)
-    # sum of events in (start - window, start]
-    j = 0
-    while j < n and events[j][0] <= start:
-        acc += events[j][1]
-        j += 1
-    while lo < j and events[lo][0] <= start - window_ms:
-        acc -= events[lo][1]
-        lo += 1
-    best = acc
-    while j < n:
-        p = events[j][0]
-        while j < n and events[j][0] == p:
-            acc += events[j][1]
-            j += 1
-        while lo < j and events[lo][0] <= p - window_ms:
-            acc -= events[lo][1]
-            lo += 1
-        if acc > best:
-            best = acc
-    return best
 
 
 def default_caps(daily_dose_ng, peak_rate_ng_per_day, stroke_mass_ng, max_bolus_ng,

@@ -170,10 +170,10 @@ class _ReplayBoard:
     def stroke(self, n, volume_nl, now):
         if not self.outcomes:
             raise ValueError("trace has no outcome for stroke %d" % n)
-        rec = self.outcomes.pop(0)
-        if rec["n"] != n:
-            raise ValueError("trace outcome for stroke %d, runner made %d" % (rec["n"], n))
-        return rec["res"]
+        rn, res = self.outcomes.pop(0)
+        if rn != n:
+            raise ValueError("trace outcome for stroke %d, runner made %d" % (rn, n))
+        return res
 
 
 def replay(lines, sink=None, store=None):
@@ -182,7 +182,8 @@ def replay(lines, sink=None, store=None):
     Every line the runner writes goes to ``sink`` (a callable); without one they are
     collected and returned as a list. The output equals the input trace when the
     code behaves the same. Motor outcomes are read from the trace: each precedes the
-    input record that caused its stroke, so one pass suffices (small heap)."""
+    input record that caused its stroke, so one pass suffices (small heap). Several
+    traces may follow each other: each ``config`` record starts a fresh run."""
     out = None
     if sink is None:
         out = []
@@ -197,9 +198,12 @@ def replay(lines, sink=None, store=None):
         k = rec["k"]
         t = rec["t"]
         if k == "outcome":
-            board.outcomes.append(rec)
+            # (n, res) only: a long ``advance`` buffers every outcome it caused
+            board.outcomes.append((rec["n"], rec["res"]))
         elif k == "config":
+            # a new trace (traces may come back to back): a fresh controller and motor
             sink(encode(rec))
+            board = _ReplayBoard()
             runner = Runner(Controller(rec.get("cfg") or None, store), board, sink)
         elif k in ("stroke", "result", "alarm", "basal"):
             continue
