@@ -7,10 +7,13 @@ from pathlib import Path
 from hypothesis import HealthCheck, settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FIRMWARE_DIR = REPO_ROOT / "firmware"
+# ITB_FIRMWARE_DIR: a copy of firmware/ to test instead (the mutation suite,
+# host_tools/testkit/mutate.py, points it at a mutated copy).
+FIRMWARE_DIR = Path(os.environ.get("ITB_FIRMWARE_DIR") or REPO_ROOT / "firmware")
 
-# `import itb` works even when the project is not installed.
-if str(FIRMWARE_DIR) not in sys.path:
+# `import itb` works even when the project is not installed, and finds the copy
+# under test before an installed one.
+if sys.path[:1] != [str(FIRMWARE_DIR)]:
     sys.path.insert(0, str(FIRMWARE_DIR))
 
 _SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large]
@@ -32,3 +35,13 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=30, deadline=None)
 
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+if os.environ.get("ITB_FIRMWARE_DIR"):
+    # a mutant's failing examples must not be saved and replayed against the real code
+    settings.register_profile("mutant", settings(settings.default, database=None))
+    settings.load_profile("mutant")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``after_examples`` (they replay the traces the other tests
+    recorded) run last, in their collected order."""
+    items.sort(key=lambda item: item.get_closest_marker("after_examples") is not None)

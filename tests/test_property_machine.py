@@ -6,6 +6,7 @@ SR-16/17/18/27) and are checked by an independent model (``model.py``).
 """
 
 import pytest
+from helpers import HYPOTHESIS_TRACES
 from hypothesis import settings
 
 from host_tools.testkit.machine import ControllerMachine
@@ -28,5 +29,7 @@ pytestmark = pytest.mark.sr(
     "SR-27",
 )
 
-ControllerMachine.TestCase.settings = settings(settings.default, stateful_step_count=50)
+STEPS = 50
+ControllerMachine.record_to = HYPOTHESIS_TRACES  # replayed in MicroPython afterwards
+ControllerMachine.TestCase.settings = settings(settings.default, stateful_step_count=STEPS)
 TestControllerMachine = ControllerMachine.TestCase

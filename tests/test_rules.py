@@ -1134,6 +1134,31 @@ def test_sr23_time_earlier_than_last_is_refused(via):
     assert b.ctrl.therapy_state() == before and b.cmd_count() == n + 1
 
 
+@pytest.mark.sr("SR-23")
+@pytest.mark.parametrize("entry", ["wake", "tick", "empty_switch", "set_wall_clock", "reboot"])
+def test_sr23_time_entry_points_reject_1ms_back_and_accept_same_ms(entry):
+    """Every controller entry point that takes ``now`` raises ClockError for a time
+    1 ms earlier than the last one and changes nothing; the same ms is accepted."""
+    from itb.controller import ClockError
+
+    b = setup(D100)
+    b.advance(DAY)
+    last = b.ctrl.last_now
+    calls = {
+        "wake": lambda t: b.ctrl.wake(t),
+        "tick": lambda t: b.ctrl.tick(t),
+        "empty_switch": lambda t: b.ctrl.empty_switch(t, 0),
+        "set_wall_clock": lambda t: b.ctrl.set_wall_clock(t, 1_700_000_000_000),
+        "reboot": lambda t: b.ctrl.reboot(t, 0),
+    }
+    before = b.ctrl.therapy_state()
+    with pytest.raises(ClockError):
+        calls[entry](last - 1)
+    assert b.ctrl.therapy_state() == before and b.ctrl.last_now == last
+    calls[entry](last)
+    assert b.ctrl.last_now == last
+
+
 @pytest.mark.sr("SR-23", "SR-29")
 def test_sr23_wall_clock_changes_never_move_windows():
     b = setup(D100, patient_bolus_ng=5_000, patient_lockout_ms=2 * HOUR, patient_max_per_24h=4)
@@ -1204,6 +1229,38 @@ def test_sr24_flex_follows_local_time_offset_and_falls_back():
     b.r.set_rtc(t + DAY + 12 * HOUR, None)
     b.advance(t + 2 * DAY + 12 * HOUR)
     assert abs((len(b.strokes) - n3) - 100) <= 1
+
+
+# ====================================================================== SR-25
+
+
+@pytest.mark.sr("SR-25")
+def test_sr25_ledger_records_every_accepted_generation_and_nothing_else():
+    """SR-25 (ledger half; the A/B slots are the persistence issue): every confirmed
+    therapy change appends one ``rx`` record with the next generation and the basal
+    dose and concentration it left in effect; a prepare, a refused confirm and a
+    refused command add none."""
+
+    def rx_records(b):
+        return [r for r in b.ctrl.store.records() if r["k"] == "rx"]
+
+    b = setup(D100)  # refill + prime + program: three generations
+    gens = rx_records(b)
+    assert [r["gen"] for r in gens] == [1, 2, 3]
+    assert [r["name"] for r in gens] == ["refill", "prime", "program"]
+    assert gens[-1]["ng_day"] == D100 and gens[-1]["conc"] == 500
+    assert gens[-1]["state"] == "RUNNING"
+    b.advance(DAY)  # (the in-memory store keeps only its last records: count them)
+    b.prepare("set_daily_dose", {"daily_dose_ng": 120_000})
+    assert b.ctrl.store.counts["rx"] == 3  # prepared, not accepted
+    b.send("confirm", {"hash": 1}, role="clinician")  # wrong hash: refused
+    b.assert_refused("UP_CAP", lambda: b.confirm("set_daily_dose", {"daily_dose_ng": 200_000}))
+    assert b.ctrl.store.counts["rx"] == 3
+    b.confirm("set_daily_dose", {"daily_dose_ng": 120_000})
+    assert b.ctrl.store.counts["rx"] == 4
+    last = rx_records(b)[-1]
+    assert (last["gen"], last["name"], last["ng_day"]) == (4, "set_daily_dose", 120_000)
+    assert last["t"] == b.t
 
 
 # ====================================================================== SR-26

@@ -63,6 +63,10 @@ class FaultBoard:
 
 
 class ControllerMachine(RuleBasedStateMachine):
+    # a list to append every finished run's trace lines to (the MicroPython
+    # differential test replays them); None: not kept
+    record_to = None
+
     def __init__(self):
         super().__init__()
         self.model = Model(CONFIG)
@@ -87,6 +91,8 @@ class ControllerMachine(RuleBasedStateMachine):
         assert again == self.lines, next(
             (i, a, b) for i, (a, b) in enumerate(zip(again, self.lines, strict=False)) if a != b
         )
+        if self.record_to is not None:
+            self.record_to.append(self.lines)
 
     # ------------------------------------------------------------------ helpers
     def _send(self, cmd):
