@@ -1,0 +1,187 @@
+"""Run the mutation suite: apply each fault of ``mutants.toml`` to a copy of
+``firmware/itb``, run the test suite against it (stopping at the first failure)
+and print which test killed it. Exit status 0 only if every mutant was killed.
+
+The working tree is never modified: each mutant gets its own copy of ``firmware/``
+in a temporary directory, and pytest is pointed at it with ``ITB_FIRMWARE_DIR``
+(``tests/conftest.py`` puts that directory first on ``sys.path``; the mutant's
+copy is checked to be the one imported before the suite runs).
+
+    python -m host_tools.testkit.mutate              # every mutant
+    python -m host_tools.testkit.mutate --quick      # the CI subset
+    python -m host_tools.testkit.mutate catch-up window-closed
+    python -m host_tools.testkit.mutate --list
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FIRMWARE = ROOT / "firmware"
+MUTANTS_FILE = Path(__file__).with_name("mutants.toml")
+FIELDS = {"name": str, "rules": list, "why": str, "file": str, "find": str, "replace": str}
+# Interpreter-comparison, toolchain and demo tests run the same (mutated) code on both
+# sides, check the language subset, or only format results: every mutant here is valid
+# code, so they cannot tell one apart and only cost time.
+SKIP_FILES = ("test_micropython", "test_firmware_subset", "test_demo")
+LAST_FILES = ("test_property_machine.py",)  # slowest killer last: -x stops earlier
+
+
+class MutantError(ValueError):
+    """``mutants.toml`` is malformed or an entry no longer matches the firmware."""
+
+
+def load(path=MUTANTS_FILE):
+    """The mutants as a list of dicts (fields of ``FIELDS`` plus ``quick``).
+
+    Raises MutantError on a missing or mistyped field, a duplicate name, or a
+    ``find`` text that does not occur exactly once in its file (a stale entry)."""
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    mutants = data.get("mutant")
+    if not isinstance(mutants, list) or not mutants:
+        raise MutantError("%s: no [[mutant]] entries" % path)
+    seen = set()
+    for i, m in enumerate(mutants):
+        for key, typ in FIELDS.items():
+            if not isinstance(m.get(key), typ) or not m[key]:
+                raise MutantError("mutant %d (%s): %r must be a non-empty %s"
+                                  % (i + 1, m.get("name", "?"), key, typ.__name__))
+        unknown = set(m) - set(FIELDS) - {"quick"}
+        if unknown:
+            raise MutantError("mutant %s: unknown field(s) %s" % (m["name"], sorted(unknown)))
+        if m["name"] in seen:
+            raise MutantError("mutant %s: duplicate name" % m["name"])
+        seen.add(m["name"])
+        m.setdefault("quick", False)
+        src = FIRMWARE / "itb" / m["file"]
+        if not src.is_file():
+            raise MutantError("mutant %s: no file firmware/itb/%s" % (m["name"], m["file"]))
+        count = src.read_text().count(m["find"])
+        if count != 1:
+            raise MutantError("mutant %s: `find` occurs %d times in %s (must be exactly once)"
+                              % (m["name"], count, m["file"]))
+    return mutants
+
+
+def test_files():
+    """The test files a mutant is run against, fastest killers first."""
+    files = sorted(p for p in (ROOT / "tests").glob("test_*.py")
+                   if not p.name.startswith(SKIP_FILES))
+    files.sort(key=lambda p: p.name in LAST_FILES)
+    return [str(p.relative_to(ROOT)) for p in files]
+
+
+def _killer(output):
+    for line in output.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            return line.split(" ", 1)[1].split(" - ", 1)[0].strip()
+    return None
+
+
+def run_one(m, files, python=sys.executable, timeout_s=900):
+    """Apply mutant ``m`` to a copy of the firmware and run ``files``.
+
+    Returns ``{"name", "status": killed|survived|invalid, "by", "seconds"}``."""
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="itb-mutant-") as tmp:
+        fw = Path(tmp) / "firmware"
+        shutil.copytree(FIRMWARE, fw, ignore=shutil.ignore_patterns("__pycache__"))
+        target = fw / "itb" / m["file"]
+        text = target.read_text()
+        mutated = text.replace(m["find"], m["replace"], 1)
+        out = {"name": m["name"], "status": "invalid", "by": None}
+        try:
+            compile(mutated, str(target), "exec")
+        except SyntaxError as e:
+            out["by"] = "mutant does not compile: %s" % e
+            out["seconds"] = time.monotonic() - t0
+            return out
+        target.write_text(mutated)
+        env = dict(os.environ, ITB_FIRMWARE_DIR=str(fw), PYTHONPATH=str(fw),
+                   PYTHONDONTWRITEBYTECODE="1")
+        env.setdefault("HYPOTHESIS_PROFILE", "ci")
+        probe = subprocess.run(
+            [python, "-c", "import itb.%s as m; print(m.__file__)" % target.stem],
+            cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+        if not probe.stdout.strip().startswith(str(fw)):
+            out["by"] = "mutant copy not imported: %s" % (probe.stdout + probe.stderr).strip()
+            out["seconds"] = time.monotonic() - t0
+            return out
+        cmd = [python, "-m", "pytest", "-x", "-q", "--tb=no", "-rfE", "-p", "no:cacheprovider",
+               "--no-cov", *files]
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                                  timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            out.update(status="killed", by="timeout after %d s (the suite hangs)" % timeout_s)
+        else:
+            if proc.returncode == 0:
+                out["status"] = "survived"
+            elif proc.returncode == 1:
+                out.update(status="killed", by=_killer(proc.stdout) or "(failure, no test id)")
+            else:
+                tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+                out["by"] = "pytest exit %d: %s" % (proc.returncode, " | ".join(tail))
+    out["seconds"] = time.monotonic() - t0
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="python -m host_tools.testkit.mutate",
+        description="Apply each fault of mutants.toml to a copy of firmware/itb, run the "
+        "test suite against it and print which test killed it. Exit 1 if any mutant "
+        "survives or an entry is stale.")
+    ap.add_argument("names", nargs="*", help="mutants to run (default: all)")
+    ap.add_argument("--quick", action="store_true", help="only mutants marked quick = true")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                    help="mutants run in parallel (default: CPU count)")
+    ap.add_argument("--timeout", type=int, default=900, metavar="S",
+                    help="seconds before a mutant's run counts as hung (killed)")
+    args = ap.parse_args(argv)
+    try:
+        mutants = load()
+    except (MutantError, tomllib.TOMLDecodeError, OSError) as e:
+        print("mutate: %s" % e, file=sys.stderr)
+        return 2
+    names = {m["name"] for m in mutants}
+    unknown = [n for n in args.names if n not in names]
+    if unknown:
+        print("mutate: unknown mutant(s): %s (see --list)" % ", ".join(unknown), file=sys.stderr)
+        return 2
+    if args.names:
+        mutants = [m for m in mutants if m["name"] in args.names]
+    if args.quick:
+        mutants = [m for m in mutants if m["quick"]]
+    if args.list:
+        for m in mutants:
+            print("%-28s %-14s %s%s" % (m["name"], ",".join(m["rules"]), m["why"],
+                                        "  [quick]" if m["quick"] else ""))
+        return 0
+    files = test_files()
+    print("mutate: %d mutant(s), %d job(s), tests: %s" % (len(mutants), args.jobs,
+                                                         " ".join(files)), flush=True)
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        results = list(pool.map(lambda m: run_one(m, files, timeout_s=args.timeout), mutants))
+    width = max(len(m["name"]) for m in mutants)
+    for m, r in zip(mutants, results, strict=True):
+        print("%-*s  %-8s %5.1fs  %-16s %s" % (width, r["name"], r["status"], r["seconds"],
+                                               ",".join(m["rules"]), r["by"] or "-"))
+    killed = sum(r["status"] == "killed" for r in results)
+    print("mutate: %d/%d killed in %.0f s" % (killed, len(results), time.monotonic() - t0))
+    return 0 if killed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
