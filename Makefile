@@ -9,7 +9,7 @@ export HYPOTHESIS_PROFILE
 MPY_OUT := build/mpy
 FIRMWARE_PY := $(shell find firmware -name '*.py' 2>/dev/null | sort)
 
-.PHONY: venv test lint demo mpy clean
+.PHONY: venv test lint demo mpy clean traceability mutants mutants-quick
 
 venv: $(STAMP)
 
@@ -18,8 +18,20 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -e '.[dev]'
 	touch $@
 
+# The suite with branch coverage of firmware/itb (config in pyproject.toml).
 test: venv
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q --cov --cov-report=term
+
+# Safety rule -> code -> tests table; fails when a rule of docs/SAFETY_RULES.md has no test.
+traceability: venv
+	$(VPY) -m host_tools.testkit.traceability
+
+# Mutation suite (host_tools/testkit/mutants.toml): every fault must be killed.
+mutants: venv
+	$(VPY) -m host_tools.testkit.mutate
+
+mutants-quick: venv
+	$(VPY) -m host_tools.testkit.mutate --quick
 
 lint: venv
 	$(VENV)/bin/ruff check .
