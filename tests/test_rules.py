@@ -328,6 +328,39 @@ def test_sr7_cap_hold_alarm_and_release_at_the_window_edge():
     assert b.strokes[-1] == (release + IV, "basal")
 
 
+@pytest.mark.sr("SR-5", "SR-7", "SR-30")
+def test_sr5_24h_cap_holds_basal_when_the_window_is_exactly_full():
+    """SR-5 with only the 24 h window binding: port injections bring the 24 h window
+    to exactly its 140 ug cap at the next basal due time (one old stroke leaves then,
+    one would enter; the 1 h window is empty); that stroke is withheld with
+    CAP_HOLD, and no stroke ever makes any (p - 24 h, p] exceed the cap (recomputed
+    here from the stroke records)."""
+    b = setup(20_000)  # 20 strokes a day of 1 ug, one every 72 min; caps 140 / 101 ug
+    b.advance(DAY)
+    assert b.status()["caps_ng"] == [140_000, 101_000]
+    t1 = DAY + MIN
+    assert b.confirm("port_injection", {"dose_ng": 60_000}, t1)["ok"]
+    b.advance(t1 + 2 * HOUR)
+    n = len(b.strokes)
+    while len(b.strokes) == n:  # wake-up by wake-up up to the next basal stroke
+        b.advance(b.ctrl.next_wake())
+    last = b.strokes[-1][0]
+    assert last == b.t
+    t2, due = last + MIN, last + 72 * MIN  # the 1 h window is empty at `due`
+    b.advance(t2)
+    # at `due` the stroke at due - 24 h leaves the window: the sum is then the cap
+    inj = 140_000 - b.status()["window_ng"][0] + 1_000
+    assert b.confirm("port_injection", {"dose_ng": inj}, t2)["ok"]
+    b.advance(due)
+    assert b.ctrl.window.sums(due) == [140_000, 0]
+    assert b.strokes[-1][0] == last and b.active("CAP_HOLD")
+    b.advance(due + 6 * HOUR)
+    events = sorted([(r["t"], r["ng_hi"]) for r in b.stroke_recs] + [(t1, 60_000), (t2, inj)])
+    for p, _m in events:
+        if p not in (t1, t2):  # injections are recorded, never refused (SR-30)
+            assert sum(m for q, m in events if p - DAY < q <= p) <= 140_000, p
+
+
 # ====================================================================== SR-8
 
 

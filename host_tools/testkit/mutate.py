@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
 MUTANTS_FILE = Path(__file__).with_name("mutants.toml")
 FIELDS = {"name": str, "rules": list, "why": str, "file": str, "find": str, "replace": str}
-# Interpreter-comparison, toolchain and demo tests run the same (mutated) code on both
+# Interpreter-comparison, toolchain, tool and demo tests run the same (mutated) code on both
 # sides, check the language subset, or only format results: every mutant here is valid
 # code, so they cannot tell one apart and only cost time.
-SKIP_FILES = ("test_micropython", "test_firmware_subset", "test_demo")
+SKIP_FILES = ("test_micropython", "test_firmware_subset", "test_demo", "test_verification_tools")
 LAST_FILES = ("test_property_machine.py",)  # slowest killer last: -x stops earlier
 
 
