@@ -63,9 +63,10 @@ class FaultBoard:
 
 
 class ControllerMachine(RuleBasedStateMachine):
-    # a list to append every finished run's trace lines to (the MicroPython
-    # differential test replays them); None: not kept
+    # a list to append finished runs' trace lines to, up to ``record_max`` of them
+    # (the MicroPython differential test replays them); None: not kept
     record_to = None
+    record_max = 1000
 
     def __init__(self):
         super().__init__()
@@ -91,7 +92,7 @@ class ControllerMachine(RuleBasedStateMachine):
         assert again == self.lines, next(
             (i, a, b) for i, (a, b) in enumerate(zip(again, self.lines, strict=False)) if a != b
         )
-        if self.record_to is not None:
+        if self.record_to is not None and len(self.record_to) < self.record_max:
             self.record_to.append(self.lines)
 
     # ------------------------------------------------------------------ helpers
