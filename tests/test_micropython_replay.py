@@ -21,7 +21,7 @@ from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 from itb import runner as rn
 
-from host_tools.testkit.machine import ControllerMachine
+from host_tools.testkit.machine import STEPS, ControllerMachine
 
 H = 3_600_000
 D = 86_400_000
@@ -139,8 +139,7 @@ def _hypothesis_traces():
     need = min(MIN_HYPOTHESIS_TRACES, settings.default.max_examples)
     if len(HYPOTHESIS_TRACES) < need:
         # run alone: generate them (in `make test` the property test already did)
-        from test_property_machine import STEPS
-
+        ControllerMachine.record_to = HYPOTHESIS_TRACES
         run_state_machine_as_test(
             ControllerMachine,
             settings=settings(settings.default, stateful_step_count=STEPS,

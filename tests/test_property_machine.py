@@ -9,7 +9,7 @@ import pytest
 from helpers import HYPOTHESIS_TRACES
 from hypothesis import settings
 
-from host_tools.testkit.machine import ControllerMachine
+from host_tools.testkit.machine import STEPS, ControllerMachine
 
 pytestmark = pytest.mark.sr(
     "SR-3",
@@ -29,7 +29,6 @@ pytestmark = pytest.mark.sr(
     "SR-27",
 )
 
-STEPS = 50
 ControllerMachine.record_to = HYPOTHESIS_TRACES  # replayed in MicroPython afterwards
 ControllerMachine.TestCase.settings = settings(settings.default, stateful_step_count=STEPS)
 TestControllerMachine = ControllerMachine.TestCase

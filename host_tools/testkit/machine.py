@@ -22,6 +22,7 @@ MIN = 60_000
 # A 10 µL stroke and hourly re-annunciation keep the number of wake-ups and trace
 # lines per simulated day small (speed); the rules under test do not depend on them.
 CONFIG = {"stroke_nl": 10_000, "realarm_ms": HOUR}
+STEPS = 50  # rule steps per run (hypothesis ``stateful_step_count``)
 EDGES = [
     1,
     2,
