@@ -519,3 +519,18 @@ def test_sr19_days_to_uses_pessimistic_rate():
     t = r.days_to(4 * ML, 500_000)
     assert abs(t - 16 / 0.55 * DAY) <= 1
     assert r.days_to(4 * ML, 0) == -1
+
+
+@pytest.mark.sr("SR-14")
+def test_sr14_shown_quotes_peer_values_in_ascii_the_same_everywhere():
+    """A peer's value in a refusal message is printable ASCII, bounded, and does not
+    depend on the interpreter's repr (MicroPython writes '\\xe9' where CPython
+    writes 'é': the MicroPython differential found it in an example trace)."""
+    assert commands.shown("prime") == "'prime'"
+    assert commands.shown("\u00e9") == "'\\u00e9'"
+    assert commands.shown("a'b\\") == "'a\\u0027b\\u005c'"
+    assert commands.shown("\U0001f600") == "'\\U0001f600'"
+    assert commands.shown("x" * 61) == "'" + "x" * 60 + "...'"
+    assert commands.shown(7) == "7"
+    assert commands.shown(True) == "<bool>" and commands.shown([1]) == "<list>"
+    assert all(32 <= ord(c) < 127 for c in commands.shown("\x00\u2028\ud7ff"))

@@ -147,12 +147,32 @@ def params(name):
     return COMMANDS[name][2]
 
 
+def shown(value, limit=60):
+    """A peer's value quoted for a message: printable ASCII only, at most ``limit``
+    characters, and the same text in CPython and MicroPython (their ``repr`` of a
+    non-ASCII string differs, which would make a trace interpreter-dependent)."""
+    if type(value) is int:
+        return str(value)
+    if type(value) is not str:
+        return "<%s>" % type(value).__name__
+    out = []
+    for ch in value[:limit]:
+        o = ord(ch)
+        if 32 <= o < 127 and ch != "'" and ch != "\\":
+            out.append(ch)
+        elif o < 0x10000:
+            out.append("\\u%04x" % o)
+        else:
+            out.append("\\U%08x" % o)
+    return "'" + "".join(out) + ("...'" if len(value) > limit else "'")
+
+
 def validate(name, args):
     """Check ``args`` against the schema of ``name``; return a new dict with
     defaults filled in. Raises ``CommandError`` (UNKNOWN_COMMAND, BAD_ARGUMENT,
     OUT_OF_RANGE) naming the parameter. Never coerces or clamps (SR-14)."""
     if name not in COMMANDS:
-        raise CommandError("UNKNOWN_COMMAND", "unknown command %r" % (name,))
+        raise CommandError("UNKNOWN_COMMAND", "unknown command %s" % shown(name))
     if type(args) is not dict:
         raise CommandError("BAD_ARGUMENT", "args must be a mapping")
     for key in args:
@@ -162,7 +182,7 @@ def validate(name, args):
     known = [s["name"] for s in specs]
     for key in sorted(args):
         if key not in known:
-            raise CommandError("BAD_ARGUMENT", "%s: unknown parameter %r" % (name, key))
+            raise CommandError("BAD_ARGUMENT", "%s: unknown parameter %s" % (name, shown(key)))
     out = {}
     for s in specs:
         key = s["name"]

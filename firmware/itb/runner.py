@@ -224,7 +224,7 @@ def replay(lines, sink=None, store=None):
             runner.session_end(t)
         elif k == "power_cut":
             runner.power_cut(t)
-        elif k == "power_on":
+        elif k == "power_on":  # pragma: no branch - decode() admits only the kinds above
             runner.power_on(t, rec["upper_ms"], rec.get("boot_loop", 0))
     return out
 

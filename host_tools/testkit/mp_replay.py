@@ -27,7 +27,8 @@ if hasattr(gc, "threshold"):  # MicroPython (CPython imports this module in test
     gc.threshold(GC_THRESHOLD)
     _HEAP0 = gc.mem_alloc()
 
-from board.ticks import TherapyClock  # noqa: E402
+from board.ticks import MAX_READ_GAP_MS, TherapyClock  # noqa: E402
+from itb.controller import MAX_T  # noqa: E402
 from itb.runner import replay  # noqa: E402
 from itb.trace import decode, encode  # noqa: E402
 
@@ -85,9 +86,9 @@ class Retimer:
                 true_ms = t
             elif clock is None:
                 raise ValueError("input must start with a config record")
-            elif t < true_ms:
-                # a test of SR-23's backwards-time refusal: no clock can produce
-                # it, so the record goes through with its own time
+            elif t < true_ms or t > MAX_T:
+                # a test of SR-23's refusal of a time going back or beyond the
+                # clock's range: no clock produces it, so it goes through as is
                 yield line
                 continue
             elif k == "power_on":
@@ -97,7 +98,10 @@ class Retimer:
                 clock = TherapyClock(ticks.ticks_ms, ticks.ticks_diff, t)
                 true_ms = t
             while true_ms < t:
-                step = t - true_ms if t - true_ms < POLL_MS else POLL_MS
+                # hourly reads; a gap of years (a range test) in at most 64 reads
+                step = (t - true_ms) // 64
+                step = POLL_MS if step < POLL_MS else min(step, MAX_READ_GAP_MS)
+                step = min(step, t - true_ms)
                 ticks.advance(step)
                 true_ms += step
                 clock.read()
