@@ -273,38 +273,45 @@ def test_sr7_bolus_stroke_held_by_a_port_injection_resumes_at_the_window_edge():
         assert sum(m for q, m in events if p - HOUR < q <= p) <= 105_000
         assert sum(m for q, m in events if p - DAY < q <= p) <= 300_000
 
-
-@pytest.mark.sr("SR-5", "SR-7", "SR-21")
-def test_sr5_a_stroke_heavier_than_the_1h_cap_is_never_issued():
-    """After a refill at 2000 ug/mL a stroke counts 4 ug once the new fluid is within
-    the uncertainty band of the tip; with a prescription 1 h cap of 3 ug it can never
-    fit, so it is withheld with CAP_HOLD and retried a whole window later. (The refill
-    itself is accepted: SR-6 projects 24 h and the new fluid reaches the band of the
-    tip only after about 3 days at this rate; this test checks only SR-5/SR-7.)"""
+@pytest.mark.sr("SR-3", "SR-14", "SR-6")
+def test_sr3_refill_whose_stroke_can_never_fit_the_caps_is_refused():
+    """A refill at 2000 ug/mL makes one stroke count 4 ug; with a prescription 1 h cap
+    of 3 ug it could never fit once the new drug reaches the tip (about 3 days later
+    at this rate, past the 24 h SR-6 projection), and basal would be held for good
+    (withdrawal). The refill is refused with STROKE_TOO_LARGE and changes nothing;
+    at 1000 ug/mL (2 ug a stroke) it is accepted. (Review finding.)"""
     b = setup(50_000, cap_1h_ng=3_000)  # 50 strokes a day at 1 ug
-    assert b.status()["caps_ng"][1] == 3_000
     b.advance(HOUR)
     r = b.status()["reservoir_nl"]
-    _refill(b, HOUR, conc=2000, aspirated=r)
-    b.advance(3 * DAY)
+    before = b.ctrl.therapy_state()
+    args = {"aspirated_nl": r, "volume_nl": 20 * ML, "concentration_ug_per_ml": 2000}
+    res = b.prepare("refill", args, HOUR)
+    assert res["reason"] == "STROKE_TOO_LARGE" and "4000 ng at 2000 ug/mL" in res["message"]
+    assert b.ctrl.therapy_state() == before
+    _refill(b, HOUR, conc=1000, aspirated=r)
+    b.advance(5 * DAY)
     assert not b.active("CAP_HOLD")
-    while not b.active("CAP_HOLD"):
-        b.advance(b.r.next_wake())
-    t_hold = b.t
-    assert b.alarm("CAP_HOLD")[4] == t_hold
-    assert b.ctrl.hold_until == t_hold + HOUR  # no earlier release can make it fit
-    n = len(b.strokes)
-    # a port injection fills the 24 h cap (2 x 50 + 100 = 200 ug) as well: at the
-    # retry the later of the two windows' releases holds, the injection leaving 24 h
-    ti = t_hold + MIN
+    assert max(rec["ng_hi"] for rec in b.stroke_recs) == 2_000
+
+
+@pytest.mark.sr("SR-5", "SR-7", "SR-30")
+def test_sr7_when_both_windows_bind_the_later_release_wins():
+    """A port injection that fills the 1 h and the 24 h caps at once holds basal
+    (CAP_HOLD) until the later of the two releases: the injection leaving the 24 h
+    window (+-1 ms), not the 1 h one."""
+    b = setup(50_000)  # caps 200 ug / 24 h, 103 ug / 1 h; 1 ug strokes
+    b.advance(DAY)
+    ti = DAY + MIN
     assert b.confirm("port_injection", {"dose_ng": 200_000}, ti)["ok"]
-    b.advance(t_hold + HOUR - 1)
+    n = len(b.strokes)
+    b.advance(ti + HOUR + 1)
+    assert len(b.strokes) == n and b.active("CAP_HOLD")
+    assert b.ctrl.hold_until == ti + DAY
+    b.advance(ti + DAY - 1)
     assert len(b.strokes) == n
-    b.advance(t_hold + HOUR)
-    assert len(b.strokes) == n and b.ctrl.hold_until == ti + DAY
-    b.advance(t_hold + 2 * DAY)
-    assert all(rec["ng_hi"] <= 3_000 for rec in b.stroke_recs)
-    assert b.active("CAP_HOLD") and b.alarm("CAP_HOLD")[1] == "high"
+    b.advance(ti + DAY)
+    assert b.strokes[-1] == (ti + DAY, "basal")
+
 
 
 @pytest.mark.sr("SR-6", "SR-30")
@@ -330,11 +337,11 @@ def test_sr6_counted_mass_over_the_cap_refuses_changes_until_it_leaves_the_windo
 
 @pytest.mark.sr("SR-11", "SR-4")
 @pytest.mark.parametrize("stalls, dose", [(15, D100), (16, 75_000)])
-def test_sr11_no_dose_before_the_interruption_caps_on_the_current_dose(stalls, dose):
-    """The motor stalls from the first basal stroke, right after priming: no dose was
-    in effect before the interruption, so the restart base is the current dose. The
-    outage runs from the last good (priming) stroke at 17.88 s to the first good
-    basal stroke: 15 stalls -> 3.85 h (no cap), 16 -> 4.09 h (75 %)."""
+def test_sr11_stalls_from_the_first_basal_stroke_cap_on_the_programmed_dose(stalls, dose):
+    """The motor stalls from the first basal stroke, right after priming: the outage
+    runs from the start of therapy (the program at 1 min, not the last priming
+    stroke) to the first good basal stroke, and the restart base is the programmed
+    dose: 15 stalls -> 3.84 h (no cap), 16 -> 4.08 h (75 %)."""
     b = Bench()
     _refill(b)
     assert b.confirm("prime", {"contents": "saline"}, 0)["effect"]["prime_strokes"] == 150
@@ -710,7 +717,7 @@ def test_sr28_alarm_active_follows_the_condition_not_the_acknowledgement():
 
 @pytest.mark.sr("SR-1")
 def test_sr1_trace_encoding_of_odd_values_and_decode_checks():
-    assert trace.encode(True) == "1" and trace.encode(False) == "0"
+    assert trace.encode(True) == "true" and trace.encode(False) == "false"
     s = 'a"b\\c'
     text = trace.encode({"m": s})
     assert text == '{"m":"a\\"b\\\\c"}' and json.loads(text) == {"m": s}
@@ -841,3 +848,54 @@ def test_sr27_runner_raises_when_the_controller_makes_no_progress():
     c.next_wake = lambda: 5
     with pytest.raises(RuntimeError, match="no progress at t=5"):
         r.advance(10)
+
+
+@pytest.mark.sr("SR-11")
+def test_sr11_time_between_priming_and_programming_is_not_an_interruption():
+    """Priming at 0, programming 6 h later, then one stalled stroke: the wait since
+    priming is not an interruption of therapy, so the first good stroke after the
+    stall restarts nothing (no RESTART_REDUCED, dose unchanged). (Review finding:
+    the priming stroke used to be taken as the last good delivery.)"""
+    b = Bench()
+    args = {"aspirated_nl": 0, "volume_nl": 20 * ML, "concentration_ug_per_ml": 500}
+    assert b.confirm("refill", args, 0)["ok"]
+    assert b.confirm("prime", {"contents": "saline"}, 0)["ok"]
+    b.advance(HOUR)  # priming done
+    assert b.confirm("program", {"daily_dose_ng": D100, "origin": "spinal"}, 6 * HOUR)["ok"]
+    b.board.queue = ["stall"]
+    b.advance(7 * HOUR)
+    assert b.ctrl.status()["alarms"] and b.alarm("MOTOR_STALL")
+    b.advance(DAY)
+    assert b.dose() == D100 and not b.alarm("RESTART_REDUCED")
+
+
+@pytest.mark.sr("SR-14", "SR-1")
+def test_sr14_a_bool_argument_is_refused_and_refused_again_on_replay():
+    """A peer's ``true`` where an integer is expected is refused (never coerced to
+    1), and the trace keeps it as ``true`` so a replay refuses it the same way, byte
+    for byte. (Review finding: bools were written as 1 and replayed as accepted.)"""
+    b = setup(D100)
+    b.advance(HOUR)
+    res = b.send("prepare", {"command": "set_daily_dose", "args": {"daily_dose_ng": True}})
+    assert res["ok"] == 0 and res["reason"] == "BAD_ARGUMENT"
+    assert '"daily_dose_ng":true' in "".join(b.lines)
+    assert rn.replay(b.lines) == b.lines
+
+
+@pytest.mark.sr("SR-28", "SR-11")
+def test_sr28_a_stall_at_the_first_priming_stroke_alarms_and_is_not_an_interruption():
+    """The very first stroke (priming, nothing delivered before) stalls: MOTOR_STALL
+    (HIGH) is raised and cleared by the next good stroke; therapy programmed hours
+    later starts at the full dose (the stall was not an interruption of therapy)."""
+    b = Bench()
+    args = {"aspirated_nl": 0, "volume_nl": 20 * ML, "concentration_ug_per_ml": 500}
+    assert b.confirm("refill", args, 0)["ok"]
+    b.board.queue = ["stall"]
+    assert b.confirm("prime", {"contents": "saline"}, 0)["ok"]
+    b.advance(HOUR)
+    events = [(code, ev) for _t, code, ev in b.alarm_events if code == "MOTOR_STALL"]
+    assert events[:2] == [("MOTOR_STALL", "raise"), ("MOTOR_STALL", "clear")]
+    assert b.state() == "UNPROGRAMMED"
+    assert b.confirm("program", {"daily_dose_ng": D100, "origin": "spinal"}, 6 * HOUR)["ok"]
+    b.advance(DAY)
+    assert b.dose() == D100 and not b.alarm("RESTART_REDUCED")

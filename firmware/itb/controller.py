@@ -221,6 +221,15 @@ class Controller:
         """Mass of one stroke at the highest concentration in path or reservoir."""
         return mass_ng_up(self.cfg.stroke_nl, self._conc_hi())
 
+    def _check_stroke_fits(self):
+        """SR-3: one stroke at the highest concentration in path or reservoir fits
+        both caps; else Refusal STROKE_TOO_LARGE."""
+        sm = self.stroke_mass_hi_ng()
+        caps = self.caps()
+        if sm > caps[0] or sm > caps[1]:
+            raise Refusal("STROKE_TOO_LARGE", "one stroke (%d ng at %d ug/mL) does not fit the"
+                          " caps %d / %d ng (SR-3)" % (sm, self._conc_hi(), caps[0], caps[1]))
+
     def caps(self):
         """SR-3 caps in effect ``[cap_24h_ng, cap_1h_ng]`` (prescription or defaults).
 
@@ -503,7 +512,7 @@ class Controller:
                     if t + w > rel:
                         rel = t + w
                     break
-            else:
+            else:  # pragma: no cover - defensive: program and refill refuse a stroke over a cap
                 if now + w > rel:
                     rel = now + w
         return rel
@@ -581,7 +590,7 @@ class Controller:
     def _restart_dose(self, base, outage_upper):
         """SR-11 restart cap (ng/day) from the last settled dose ``base``; with no
         settled dose before the interruption the current dose is the base."""
-        if base is None:
+        if base is None:  # pragma: no cover - defensive: program records its dose first
             base = self.daily_dose_ng()
         pct = restart_pct(outage_upper)
         v = base * pct // 100
@@ -1054,10 +1063,7 @@ class Controller:
             raise Refusal("WRONG_STATE", "a prescription exists: use resume or stop (SR-27)")
         trial = self._clone()
         trial._apply_program(args, now)
-        sm = trial.stroke_mass_hi_ng()
-        caps = trial.caps()
-        if sm > caps[0] or sm > caps[1]:
-            raise Refusal("STROKE_TOO_LARGE", "one stroke (%d ng) does not fit the caps (SR-3)" % sm)
+        trial._check_stroke_fits()
         effect = self._basal_effect(trial, now)
         if apply:
             self._apply_program(args, now)
@@ -1072,6 +1078,9 @@ class Controller:
             self._alarm("SAFE_STATE", 0, now)
         self.state = RUNNING
         self.interrupt_ms = -1
+        # therapy starts now: priming strokes before it are not "last good delivery",
+        # or a first stall would count the wait since priming as an interruption (SR-11)
+        self.last_good_ms = now
         if args["screening_dose_ng"]:
             self.no_increase_until = now + DAY_MS  # SR-10
         self.acc.reset(now)
@@ -1371,6 +1380,11 @@ class Controller:
                           unit="nl")
         trial = self._clone()
         disc = trial._apply_refill(args, now)
+        if trial.rx is not None:
+            # a stronger drug reaches the tip days later, past the SR-6 projection:
+            # a stroke that can never fit the prescription caps would hold basal
+            # for good (withdrawal), so it is refused now
+            trial._check_stroke_fits()
         if self.state in (RUNNING, MIN_RATE):
             effect = self._basal_effect(trial, now)
         else:

@@ -1,7 +1,8 @@
 """The runner trace format: JSON Lines, one input or output record per line.
 
 Every record is a JSON object with a kind ``k`` and the therapy time ``t`` (ms).
-Values are integers, ASCII strings, null, lists and objects: never floats. Keys
+Values are integers, ASCII strings, null, lists and objects: never floats (a
+recorded command keeps a peer's true/false as sent, so a replay refuses it too). Keys
 are sorted and separators compact, so the same records give the same bytes in
 CPython and MicroPython (whose dicts have no stable order).
 
@@ -30,8 +31,8 @@ OUTPUT_KINDS = ("stroke", "result", "alarm", "basal")
 
 
 def encode(obj):
-    """Canonical JSON text of ``obj`` (dict/list/int/str/None; bool as int; any
-    other value, e.g. a float from a bad command, as the string of its repr)."""
+    """Canonical JSON text of ``obj`` (dict/list/int/str/None/bool; any other
+    value, e.g. a float from a bad command, as the string of its repr)."""
     t = type(obj)
     if t is dict:
         keys = [(k if type(k) is str else repr(k), k) for k in obj]
@@ -44,7 +45,8 @@ def encode(obj):
     if obj is None:
         return "null"
     if t is bool:
-        return "1" if obj else "0"
+        # only a peer's command can hold one; a replay must send the same value
+        return "true" if obj else "false"
     if t is int:
         return str(obj)
     # A value a peer sent that no record may hold (a float, say) is written as its
