@@ -188,24 +188,23 @@ def s_power(b):
     b.advance(5 * DAY)
 
 
-def s_stall(b):
-    """The motor stalls for 2 h on day 3, then works again."""
+def _stall_on_day_3(b, hours):
     b.setup()
     b.advance(3 * DAY)
     b.board.outcome = "stall"
-    b.advance(3 * DAY + 2 * HOUR)
+    b.advance(3 * DAY + hours * HOUR)
     b.board.outcome = "ok"
     b.advance(4 * DAY)
+
+
+def s_stall(b):
+    """The motor stalls for 2 h on day 3, then works again."""
+    _stall_on_day_3(b, 2)
 
 
 def s_long_stall(b):
     """The motor stalls for 5 h on day 3: delivery restarts at 75 % (SR-11)."""
-    b.setup()
-    b.advance(3 * DAY)
-    b.board.outcome = "stall"
-    b.advance(3 * DAY + 5 * HOUR)
-    b.board.outcome = "ok"
-    b.advance(4 * DAY)
+    _stall_on_day_3(b, 5)
     assert b.dose() == 75_000
 
 
@@ -650,21 +649,13 @@ def test_model_flags_sr19_basal_stopped_on_a_computed_empty():
 
 
 @pytest.mark.sr("SR-19")
-def test_model_flags_sr19_missing_low_reservoir_alarm():
-    """SR-19: LOW_RESERVOIR (MEDIUM) when R_p <= 4 mL. Fault: the alarm is never
-    raised."""
+@pytest.mark.parametrize("code", ["LOW_RESERVOIR", "RESERVOIR_EMPTY_SOON"])
+def test_model_flags_sr19_missing_reservoir_alarm(code):
+    """SR-19: LOW_RESERVOIR (MEDIUM) when R_p <= 4 mL, RESERVOIR_EMPTY_SOON (HIGH)
+    when R_p <= 0. Fault: the alarm is never raised."""
     records = trace("reservoir")
-    del records[find(records, is_alarm("LOW_RESERVOIR"))]
-    assert_flags(records, "SR-19", "no LOW_RESERVOIR")
-
-
-@pytest.mark.sr("SR-19")
-def test_model_flags_sr19_missing_reservoir_empty_soon_alarm():
-    """SR-19: RESERVOIR_EMPTY_SOON (HIGH) when R_p <= 0. Fault: the alarm is never
-    raised."""
-    records = trace("reservoir")
-    del records[find(records, is_alarm("RESERVOIR_EMPTY_SOON"))]
-    assert_flags(records, "SR-19", "no RESERVOIR_EMPTY_SOON")
+    del records[find(records, is_alarm(code))]
+    assert_flags(records, "SR-19", "no " + code)
 
 
 @pytest.mark.sr("SR-19")
