@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # The suite with branch coverage of firmware/itb (config in pyproject.toml).
+# PYTEST_ARGS: extra pytest arguments, e.g. make test PYTEST_ARGS=-s (print figures).
+PYTEST_ARGS ?=
 test: venv
-	$(VPY) -m pytest -q --cov --cov-report=term
+	$(VPY) -m pytest -q --cov --cov-report=term $(PYTEST_ARGS)
 
 # Safety rule -> code -> tests table; fails when a rule of docs/SAFETY_RULES.md has no test.
 traceability: venv

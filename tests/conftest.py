@@ -41,7 +41,26 @@ if os.environ.get("ITB_FIRMWARE_DIR"):
     settings.load_profile("mutant")
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--sr",
+        action="append",
+        default=[],
+        metavar="SR-n",
+        help="run only the tests that name this safety rule (marker or test_srN_ name), "
+        "as the traceability table counts them; repeatable",
+    )
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``after_examples`` (they replay the traces the other tests
-    recorded) run last, in their collected order."""
+    """``--sr SR-n`` keeps the tests naming one of those rules; tests marked
+    ``after_examples`` (they replay the traces the other tests recorded) run last,
+    in their collected order."""
+    wanted = set(config.getoption("--sr"))
+    if wanted:
+        from host_tools.testkit.traceability import rules_of
+
+        keep = [item for item in items if rules_of(item) & wanted]
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
     items.sort(key=lambda item: item.get_closest_marker("after_examples") is not None)

@@ -42,11 +42,14 @@ def replay_in_micropython(traces, tmp_path, heap="2M"):
         for lines in traces:
             f.write("\n".join(lines) + "\n")
     proc = subprocess.run(
-        [tool("micropython"), "-X", "heapsize=" + heap, str(HARNESS), str(src), str(dst)],
-        env=dict(os.environ, MICROPYPATH=str(mpy_dir)),
+        # relative paths from tmp_path: module __file__ strings (on the heap) do not
+        # depend on where pytest puts its temporary directory
+        [tool("micropython"), "-X", "heapsize=" + heap, str(HARNESS), src.name, dst.name],
+        cwd=tmp_path,
+        env=dict(os.environ, MICROPYPATH=str(mpy_dir.relative_to(tmp_path))),
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=600,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

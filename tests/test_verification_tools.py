@@ -93,5 +93,77 @@ def test_sr23_therapy_clock_refuses_a_gap_it_cannot_measure():
     with pytest.raises(ValueError, match="ticks moved"):
         clock.read()
     assert clock.now_ms == 1000 + MAX_READ_GAP_MS  # unchanged by the refused read
+    ticks.advance(1)  # a later small step must not quietly resume (attack finding)
+    with pytest.raises(ValueError, match="failed earlier"):
+        clock.read()
     with pytest.raises(ValueError, match="base_ms"):
         TherapyClock(ticks.ticks_ms, ticks.ticks_diff, -1)
+
+
+def test_traceability_rejects_a_rule_it_cannot_parse(tmp_path):
+    """A rule written in another format, or a gap in the numbering, fails loudly
+    instead of dropping out of the check (attack finding)."""
+    text = traceability.RULES_FILE.read_text(encoding="utf-8")
+    doc = tmp_path / "rules.md"
+    doc.write_text(text + "\n- **SR-31**: a new rule with a colon\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="SR-31 named but not defined"):
+        traceability.load_rules(doc)
+    doc.write_text(text.replace("- **SR-12**", "- SR-12"), encoding="utf-8")
+    with pytest.raises(ValueError, match="in order"):
+        traceability.load_rules(doc)
+
+
+def test_traceability_does_not_count_skipped_tests(tmp_path):
+    """A skipped or xfail test checks nothing, so it names no rule (attack finding)."""
+    (tmp_path / "test_x.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.skip\n@pytest.mark.sr('SR-1')\ndef test_a(): pass\n"
+        "@pytest.mark.xfail(run=False)\ndef test_sr2_b(): pass\n"
+        "@pytest.mark.skipif(True, reason='x')\ndef test_sr3_c(): pass\n"
+        "@pytest.mark.sr('SR-4')\ndef test_d(): assert 1\n"
+    )
+    tests = traceability.collect_tests([str(tmp_path)])
+    assert {k.split("::")[-1]: v for k, v in tests.items()} == {"test_d": {"SR-4"}}
+
+
+def test_mutate_counts_only_a_failed_test_as_a_kill():
+    """A collection ERROR is the mutant breaking the suite, not a test killing it
+    (attack finding)."""
+    assert mutate._killer("ERROR tests/test_rules.py - ImportError\n") is None
+    out = "ERROR x\nFAILED tests/test_rules.py::test_sr5_x[1] - assert 0\n"
+    assert mutate._killer(out) == "tests/test_rules.py::test_sr5_x[1]"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ('file = "../limits.py"\nfind = "def up_cap_ok"\n', "module name"),
+        ('file = "limits.py"\nfind = "def up_cap_ok"\nquick = "false"\n', "true or false"),
+    ],
+)
+def test_mutation_entry_must_stay_inside_firmware_itb(tmp_path, extra, message):
+    """A mutant's file is a module of firmware/itb (no path that could write the real
+    tree) and quick is a boolean (attack finding)."""
+    bad = tmp_path / "m.toml"
+    bad.write_text('[[mutant]]\nname = "x"\nrules = ["SR-5"]\nwhy = "w"\nreplace = "y"\n' + extra)
+    with pytest.raises(mutate.MutantError, match=message):
+        mutate.load(bad)
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ['{"cfg":"x","k":"config","t":0}'],
+        ['{"cfg":{},"k":"config","t":0}', '{"cmd":[1],"k":"cmd","t":0}',
+         '{"id":0,"k":"result","ok":1,"reason":null,"t":0}'],
+    ],
+)
+def test_model_cli_reports_a_misshapen_trace_as_malformed(tmp_path, capsys, lines):
+    """A record of a known kind but the wrong shape is a malformed trace (exit 2,
+    one line), not a traceback and not a violation (attack finding)."""
+    from host_tools.testkit import model
+
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert model.main([str(path)]) == 2
+    assert "malformed trace" in capsys.readouterr().err

@@ -7,10 +7,12 @@ a therapy clock that never wraps and never goes backwards (SR-23), so the board
 adapters read ticks through ``TherapyClock`` and hand the runner its ``now``.
 
 ``read()`` must be called at least once every ``MAX_READ_GAP_MS``; the runner's
-wake-ups (heartbeat every 15 min, SR-23) are far inside it. A gap longer than half
-a tick period cannot be told from a backwards step: ``read()`` then raises
-``ValueError`` rather than guess (the board resets and boots with the outage
-bounds of SR-23).
+wake-ups (heartbeat every 15 min, SR-23) are far inside it. A gap between
+``MAX_READ_GAP_MS`` and half a period is detected: ``read()`` raises
+``ValueError`` and keeps raising (the clock is latched failed) rather than guess;
+the board resets and boots with the outage bounds of SR-23. A gap of a whole
+period or more aliases to a small step and cannot be seen from ticks alone: the
+watchdog (8.4 s on the RP2040) and the RTC cross-check at boot cover it.
 """
 
 MAX_READ_GAP_MS = 1 << 28  # a quarter of the RP2040 period: margin inside 2^29
@@ -30,13 +32,18 @@ class TherapyClock:
         self._ticks_diff = ticks_diff
         self._last = ticks_ms()
         self.now_ms = base_ms
+        self.failed = 0
 
     def read(self):
         """The therapy time now, in ms. Raises ValueError if the ticks moved
-        backwards or more than ``MAX_READ_GAP_MS`` since the last read."""
+        backwards or more than ``MAX_READ_GAP_MS`` since the last read, and on
+        every read after that (latched until a new clock is made at boot)."""
+        if self.failed:
+            raise ValueError("therapy clock failed earlier: reboot")
         t = self._ticks_ms()
         d = self._ticks_diff(t, self._last)
         if d < 0 or d > MAX_READ_GAP_MS:
+            self.failed = 1
             raise ValueError("ticks moved %d ms since the last read (limit 0..%d)"
                              % (d, MAX_READ_GAP_MS))
         self._last = t

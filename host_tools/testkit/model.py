@@ -318,6 +318,9 @@ class Model:
         elif name == "program":
             self.rx = dict(args)
             self.peak = args["daily_dose_ng"]
+            # therapy starts here: an outage is measured from it, not from a priming
+            # stroke before it (SR-11 "interruption" of therapy)
+            self.last_good_ms = t
             if args.get("screening_dose_ng"):
                 self.no_increase_until = t + DAY  # SR-10
                 limit = 12 * HOUR if args.get("start_rule") == "eu" else 8 * HOUR
@@ -837,6 +840,12 @@ def main(argv=None):
             continue
         except ValueError as e:
             print("%s: malformed trace: %s" % (path, e), file=sys.stderr)
+            status = 2
+            continue
+        except (KeyError, TypeError, AttributeError, IndexError, RecursionError) as e:
+            # a record of the right kind but the wrong shape (a string cfg, a cmd
+            # that is not an object...): the trace is malformed, not a violation
+            print("%s: malformed trace: %s: %s" % (path, type(e).__name__, e), file=sys.stderr)
             status = 2
             continue
         if model.violations:

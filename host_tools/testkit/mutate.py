@@ -15,6 +15,7 @@ copy is checked to be the one imported before the suite runs).
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,8 @@ FIELDS = {"name": str, "rules": list, "why": str, "file": str, "find": str, "rep
 # code, so they cannot tell one apart and only cost time.
 SKIP_FILES = ("test_micropython", "test_firmware_subset", "test_demo", "test_verification_tools")
 LAST_FILES = ("test_property_machine.py",)  # slowest killer last: -x stops earlier
+RULE = re.compile(r"^SR-\d+$")
+KILL = re.compile(r"^FAILED (\S+::\S+)")  # a test that ran and failed; not a collection ERROR
 
 
 class MutantError(ValueError):
@@ -52,7 +55,8 @@ def load(path=MUTANTS_FILE):
     seen = set()
     for i, m in enumerate(mutants):
         for key, typ in FIELDS.items():
-            if not isinstance(m.get(key), typ) or not m[key]:
+            # replace may be empty (a deletion); everything else must say something
+            if not isinstance(m.get(key), typ) or (not m[key] and key != "replace"):
                 raise MutantError("mutant %d (%s): %r must be a non-empty %s"
                                   % (i + 1, m.get("name", "?"), key, typ.__name__))
         unknown = set(m) - set(FIELDS) - {"quick"}
@@ -62,6 +66,14 @@ def load(path=MUTANTS_FILE):
             raise MutantError("mutant %s: duplicate name" % m["name"])
         seen.add(m["name"])
         m.setdefault("quick", False)
+        if not isinstance(m["quick"], bool):
+            raise MutantError("mutant %s: quick must be true or false" % m["name"])
+        bad = [r for r in m["rules"] if not isinstance(r, str) or not RULE.match(r)]
+        if bad:
+            raise MutantError("mutant %s: rules must be like \"SR-5\": %r" % (m["name"], bad))
+        if Path(m["file"]).name != m["file"] or not m["file"].endswith(".py"):
+            raise MutantError("mutant %s: file must be a module name in firmware/itb, got %r"
+                              % (m["name"], m["file"]))
         src = FIRMWARE / "itb" / m["file"]
         if not src.is_file():
             raise MutantError("mutant %s: no file firmware/itb/%s" % (m["name"], m["file"]))
@@ -81,16 +93,38 @@ def test_files():
 
 
 def _killer(output):
+    """The first test that failed (``FAILED file::test``), or None: an ``ERROR``
+    (collection or fixture) is not a kill, the mutant broke the suite itself."""
     for line in output.splitlines():
-        if line.startswith(("FAILED ", "ERROR ")):
-            return line.split(" ", 1)[1].split(" - ", 1)[0].strip()
+        m = KILL.match(line)
+        if m:
+            return m.group(1)
     return None
+
+
+def baseline(files, python=sys.executable, timeout_s=900):
+    """Run ``files`` against the unmutated firmware (the control run): a kill only
+    means something if the same suite passes without the fault. Returns
+    ``(ok, seconds, tail of the output)``."""
+    t0 = time.monotonic()
+    cmd = [python, "-m", "pytest", "-x", "-q", "--tb=line", "-rfE", "-p", "no:cacheprovider",
+           "--no-cov", *files]
+    env = dict(os.environ)
+    env.pop("ITB_FIRMWARE_DIR", None)
+    env.setdefault("HYPOTHESIS_PROFILE", "ci")
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return False, time.monotonic() - t0, "no verdict after %d s" % timeout_s
+    tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+    return proc.returncode == 0, time.monotonic() - t0, tail
 
 
 def run_one(m, files, python=sys.executable, timeout_s=900):
     """Apply mutant ``m`` to a copy of the firmware and run ``files``.
 
-    Returns ``{"name", "status": killed|survived|invalid, "by", "seconds"}``."""
+    Returns ``{"name", "status": killed|survived|timeout|invalid, "by", "seconds"}``."""
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="itb-mutant-") as tmp:
         fw = Path(tmp) / "firmware"
@@ -122,12 +156,15 @@ def run_one(m, files, python=sys.executable, timeout_s=900):
             proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                                   timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
-            out.update(status="killed", by="timeout after %d s (the suite hangs)" % timeout_s)
+            # not counted as killed: a too-short --timeout must not hide a survivor
+            out.update(status="timeout", by="no verdict after %d s (a hang, or raise --timeout)"
+                       % timeout_s)
         else:
+            killer = _killer(proc.stdout)
             if proc.returncode == 0:
                 out["status"] = "survived"
-            elif proc.returncode == 1:
-                out.update(status="killed", by=_killer(proc.stdout) or "(failure, no test id)")
+            elif proc.returncode == 1 and killer:
+                out.update(status="killed", by=killer)
             else:
                 tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
                 out["by"] = "pytest exit %d: %s" % (proc.returncode, " | ".join(tail))
@@ -147,7 +184,9 @@ def main(argv=None):
     ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
                     help="mutants run in parallel (default: CPU count)")
     ap.add_argument("--timeout", type=int, default=900, metavar="S",
-                    help="seconds before a mutant's run counts as hung (killed)")
+                    help="seconds before a run gives no verdict (status timeout: fails)")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the control run of the unmutated suite")
     args = ap.parse_args(argv)
     try:
         mutants = load()
@@ -163,6 +202,13 @@ def main(argv=None):
         mutants = [m for m in mutants if m["name"] in args.names]
     if args.quick:
         mutants = [m for m in mutants if m["quick"]]
+    if not mutants:
+        print("mutate: no mutant selected (--quick keeps only entries with quick = true)",
+              file=sys.stderr)
+        return 2
+    if args.jobs < 1 or args.timeout < 1:
+        print("mutate: --jobs and --timeout must be at least 1", file=sys.stderr)
+        return 2
     if args.list:
         for m in mutants:
             print("%-28s %-14s %s%s" % (m["name"], ",".join(m["rules"]), m["why"],
@@ -172,7 +218,14 @@ def main(argv=None):
     print("mutate: %d mutant(s), %d job(s), tests: %s" % (len(mutants), args.jobs,
                                                          " ".join(files)), flush=True)
     t0 = time.monotonic()
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+    if not args.no_baseline:
+        ok, secs, tail = baseline(files, timeout_s=args.timeout)
+        if not ok:
+            print("mutate: the suite fails without any mutant (%.0f s): %s" % (secs, tail),
+                  file=sys.stderr)
+            return 2
+        print("mutate: control run (no mutant) passed in %.0f s" % secs, flush=True)
+    with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda m: run_one(m, files, timeout_s=args.timeout), mutants))
     width = max(len(m["name"]) for m in mutants)
     for m, r in zip(mutants, results, strict=True):
@@ -180,6 +233,9 @@ def main(argv=None):
                                                ",".join(m["rules"]), r["by"] or "-"))
     killed = sum(r["status"] == "killed" for r in results)
     print("mutate: %d/%d killed in %.0f s" % (killed, len(results), time.monotonic() - t0))
+    if killed < len(results):
+        print("mutate: a survivor needs a test that fails on it (see README, Mutation suite);"
+              " an invalid or timed-out entry needs fixing")
     return 0 if killed == len(results) else 1
 
 

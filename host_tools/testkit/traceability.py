@@ -10,9 +10,16 @@ by pytest's own collection, so parametrized cases count once per function.
 
     python -m host_tools.testkit.traceability            # table; exit 1 on a gap
     python -m host_tools.testkit.traceability --markdown  # the same as Markdown
+    pytest --sr SR-19                                      # run one rule's tests
+
+"tests naming rules" counts test functions (a parametrized test once); exit
+status 0, 1 when a rule has no test or a test names an unknown rule, 2 when the
+rules document or the tests cannot be read.
 """
 
 import argparse
+import contextlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -27,16 +34,59 @@ CODE_RULE = re.compile(r"\bSR-(\d+)\b")
 
 
 def load_rules(path=RULES_FILE):
-    """``{rule: summary}`` in document order from the ``- **SR-n**`` lines."""
+    """``{rule: summary}`` in document order from the ``- **SR-n**`` lines.
+
+    Raises ValueError when there are none, when the numbers do not run 1..N, or
+    when the text names a rule (``SR-n`` anywhere) that has no such line: a rule
+    written in another format must not drop out of the check silently."""
+    text = Path(path).read_text(encoding="utf-8")
     rules = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         m = RULE_LINE.match(line)
         if m:
             summary = m.group(2).split(". ")[0].strip()
             rules[m.group(1)] = summary[:70] + ("..." if len(summary) > 70 else "")
     if not rules:
         raise ValueError("%s: no '- **SR-n**' rule lines found" % path)
+    numbers = [int(r[3:]) for r in rules]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ValueError("%s: rule lines must number SR-1..SR-%d in order, found %s"
+                         % (path, len(numbers), ", ".join(rules)))
+    orphans = sorted(set("SR-" + n for n in CODE_RULE.findall(text)) - set(rules),
+                     key=lambda r: int(r[3:]))
+    if orphans:
+        raise ValueError("%s: %s named but not defined by a '- **SR-n** text' line"
+                         % (path, ", ".join(orphans)))
     return rules
+
+
+def rules_of(item):
+    """The rules a collected pytest item names: ``sr`` markers (test, class or
+    module) and ``sr<n>`` words in the test's name. Also used by ``--sr``
+    (tests/conftest.py), so selection and the table agree."""
+    rules = set()
+    for mark in item.iter_markers("sr"):
+        rules.update(mark.args)
+    rules.update("SR-%s" % n for n in NAME_RULE.findall(_function_name(item).lower()))
+    return rules
+
+
+def _never_runs(item):
+    """A test that is skipped or not run by its markers checks nothing: it does not
+    count (a skip decided inside the test body cannot be seen here)."""
+    if item.get_closest_marker("skip") is not None:
+        return True
+    for mark in item.iter_markers("skipif"):
+        if mark.args and mark.args[0] is True:
+            return True
+    for mark in item.iter_markers("xfail"):
+        if mark.kwargs.get("run", True) is False or not mark.args or mark.args[0] is True:
+            return True
+    return False
+
+
+def _function_name(item):
+    return getattr(item, "originalname", None) or item.name.split("[")[0]
 
 
 class _Collector:
@@ -45,24 +95,25 @@ class _Collector:
 
     def pytest_collection_finish(self, session):
         for item in session.items:
-            rules = set()
-            for mark in item.iter_markers("sr"):
-                rules.update(mark.args)
-            name = getattr(item, "originalname", None) or item.name.split("[")[0]
-            rules.update("SR-%s" % n for n in NAME_RULE.findall(name.lower()))
-            key = "%s::%s" % (item.nodeid.split("::")[0], name)
+            if _never_runs(item):
+                continue
+            parts = [item.nodeid.split("::")[0]]
             if item.cls is not None:
-                key = "%s::%s::%s" % (item.nodeid.split("::")[0], item.cls.__name__, name)
-            self.tests.setdefault(key, set()).update(rules)
+                parts.append(item.cls.__name__)
+            parts.append(_function_name(item))
+            self.tests.setdefault("::".join(parts), set()).update(rules_of(item))
 
 
 def collect_tests(args=("tests",)):
-    """``{test id: set of rules}`` from pytest's collection of ``args``."""
+    """``{test id: set of rules}`` from pytest's collection of ``args`` (its own
+    output is discarded). Raises RuntimeError if collection fails."""
     c = _Collector()
-    code = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "--no-cov", *args],
-                       plugins=[c])
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        code = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "--no-cov", *args],
+                           plugins=[c])
     if code not in (0, 5):
-        raise RuntimeError("pytest collection failed (exit %d)" % code)
+        raise RuntimeError("pytest could not collect %s (exit %d); run pytest --collect-only"
+                           " to see why" % (" ".join(args), code))
     return c.tests
 
 
@@ -103,15 +154,20 @@ def main(argv=None):
     ap.add_argument("-v", "--verbose", action="store_true", help="list every test per rule")
     ap.add_argument("paths", nargs="*", default=["tests"], help="test paths to collect")
     args = ap.parse_args(argv)
-    rules = load_rules(args.rules)
-    tests = collect_tests(args.paths)
+    try:
+        rules = load_rules(args.rules)
+        tests = collect_tests(args.paths)
+    except (OSError, ValueError, RuntimeError) as e:
+        print("traceability: %s" % e, file=sys.stderr)
+        return 2
     rows, problems = table(rules, tests, code_files())
     if args.markdown:
         print("| rule | summary | code (firmware/) | tests |")
         print("|---|---|---|---|")
         for r, summary, files, ts in rows:
+            names = ", ".join(t.split("::", 1)[1] for t in ts)
             print("| %s | %s | %s | %d: %s |" % (r, summary.replace("|", "/"), ", ".join(files),
-                                                len(ts), ", ".join(t.split("::")[-1] for t in ts)))
+                                                len(ts), names))
     else:
         for r, summary, files, ts in rows:
             print("%-6s %4d test(s)  code: %s" % (r, len(ts), ", ".join(files) or "-"))
