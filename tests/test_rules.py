@@ -361,6 +361,28 @@ def test_sr5_24h_cap_holds_basal_when_the_window_is_exactly_full():
             assert sum(m for q, m in events if p - DAY < q <= p) <= 140_000, p
 
 
+@pytest.mark.sr("SR-6", "SR-29", "SR-7")
+def test_sr6_patient_boluses_accepted_after_a_reduction_are_all_deliverable():
+    """SR-6 with caps that change inside the projection: after a 20 % reduction the
+    default 24 h cap shrinks a day later (it follows the highest dose in 24 h).
+    Patient boluses accepted hourly after the reduction must all fit the caps in
+    effect when their strokes come, so no basal or bolus stroke is ever withheld
+    (no CAP_HOLD) in the next 4 days. (Attack finding: a projection that froze the
+    caps of its first stroke accepted two boluses too many.)"""
+    b = setup(1_000_000, conc=2000, patient_bolus_ng=100_000, patient_lockout_ms=0,
+              patient_max_per_24h=48)
+    b.advance(2 * DAY)
+    assert b.confirm("set_daily_dose", {"daily_dose_ng": 800_000}, 2 * DAY)["ok"]
+    accepted = 0
+    for k in range(21):
+        t = 2 * DAY + HOUR + k * 65 * MIN
+        accepted += b.send("patient_bolus", {}, t, role="patient")["ok"]
+        b.advance(t)
+    assert 0 < accepted < 21  # some were refused (CAP_EXCEEDED), not clamped
+    b.advance(6 * DAY)
+    assert not b.alarm("CAP_HOLD"), b.alarm("CAP_HOLD")
+
+
 # ====================================================================== SR-8
 
 
