@@ -925,7 +925,9 @@ class Controller:
                     strokes += 1
                 self.complete(s["n"], "ok", t)
             elif 0 <= self.next_wake() <= t:
-                break  # nothing more can be delivered (e.g. computed empty)  # pragma: no cover - defensive: guards an endless projection
+                # nothing more can be delivered (e.g. computed empty): defensive,
+                # guards an endless projection
+                break  # pragma: no cover
         return mass, strokes
 
     def _check_caps(self, trial, now, horizon_ms=DAY_MS):

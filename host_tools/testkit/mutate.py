@@ -102,23 +102,36 @@ def _killer(output):
     return None
 
 
+def _suite(files, firmware_env, python, timeout_s):
+    """Run ``files`` with pytest (stop at the first failure, ``ci`` profile unless
+    set) in an environment naming the firmware under test. Returns the completed
+    process, or None when it gave no verdict within ``timeout_s``."""
+    env = dict(os.environ)
+    env.pop("ITB_FIRMWARE_DIR", None)
+    env.update(firmware_env)
+    env.setdefault("HYPOTHESIS_PROFILE", "ci")
+    cmd = [python, "-m", "pytest", "-x", "-q", "--tb=line", "-rfE", "-p", "no:cacheprovider",
+           "--no-cov", *files]
+    try:
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _tail(proc, n):
+    return " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-n:])
+
+
 def baseline(files, python=sys.executable, timeout_s=900):
     """Run ``files`` against the unmutated firmware (the control run): a kill only
     means something if the same suite passes without the fault. Returns
     ``(ok, seconds, tail of the output)``."""
     t0 = time.monotonic()
-    cmd = [python, "-m", "pytest", "-x", "-q", "--tb=line", "-rfE", "-p", "no:cacheprovider",
-           "--no-cov", *files]
-    env = dict(os.environ)
-    env.pop("ITB_FIRMWARE_DIR", None)
-    env.setdefault("HYPOTHESIS_PROFILE", "ci")
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
+    proc = _suite(files, {}, python, timeout_s)
+    if proc is None:
         return False, time.monotonic() - t0, "no verdict after %d s" % timeout_s
-    tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
-    return proc.returncode == 0, time.monotonic() - t0, tail
+    return proc.returncode == 0, time.monotonic() - t0, _tail(proc, 5)
 
 
 def run_one(m, files, python=sys.executable, timeout_s=900):
@@ -140,22 +153,18 @@ def run_one(m, files, python=sys.executable, timeout_s=900):
             out["seconds"] = time.monotonic() - t0
             return out
         target.write_text(mutated)
-        env = dict(os.environ, ITB_FIRMWARE_DIR=str(fw), PYTHONPATH=str(fw),
-                   PYTHONDONTWRITEBYTECODE="1")
-        env.setdefault("HYPOTHESIS_PROFILE", "ci")
+        fw_env = {"ITB_FIRMWARE_DIR": str(fw), "PYTHONPATH": str(fw),
+                  "PYTHONDONTWRITEBYTECODE": "1"}
         probe = subprocess.run(
             [python, "-c", "import itb.%s as m; print(m.__file__)" % target.stem],
-            cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+            cwd=ROOT, env=dict(os.environ, **fw_env), capture_output=True, text=True,
+            check=False)
         if not probe.stdout.strip().startswith(str(fw)):
             out["by"] = "mutant copy not imported: %s" % (probe.stdout + probe.stderr).strip()
             out["seconds"] = time.monotonic() - t0
             return out
-        cmd = [python, "-m", "pytest", "-x", "-q", "--tb=no", "-rfE", "-p", "no:cacheprovider",
-               "--no-cov", *files]
-        try:
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                                  timeout=timeout_s, check=False)
-        except subprocess.TimeoutExpired:
+        proc = _suite(files, fw_env, python, timeout_s)
+        if proc is None:
             # not counted as killed: a too-short --timeout must not hide a survivor
             out.update(status="timeout", by="no verdict after %d s (a hang, or raise --timeout)"
                        % timeout_s)
@@ -166,8 +175,7 @@ def run_one(m, files, python=sys.executable, timeout_s=900):
             elif proc.returncode == 1 and killer:
                 out.update(status="killed", by=killer)
             else:
-                tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
-                out["by"] = "pytest exit %d: %s" % (proc.returncode, " | ".join(tail))
+                out["by"] = "pytest exit %d: %s" % (proc.returncode, _tail(proc, 3))
     out["seconds"] = time.monotonic() - t0
     return out
 
