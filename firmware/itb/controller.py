@@ -625,13 +625,24 @@ class Controller:
             self._alarm("PUMP_STOPPED", 1, now)
         return self.drain_events()
 
-    def reboot(self, now, outage_upper_ms, boot_loop=0):
+    def reboot(self, now, outage_upper_ms, boot_loop=0, storage=None):
         """Restart after a reset or power loss. ``now`` is the last therapy time plus
         the outage's lower bound (0 if the RTC is invalid); ``outage_upper_ms`` its
         upper bound, ``None`` if unknown (SR-23). A stroke without completion counts
         as delivered and is flagged (SR-26). RUNNING resumes by itself under SR-11
         (unknown outage: 50 % with HIGH RESTART_REDUCED); ``boot_loop`` enters SAFE
-        (SR-27). Volatile state (prepared commands, session) is lost."""
+        (SR-27). Volatile state (prepared commands, session) is lost.
+
+        ``storage`` (from boot recovery, ``store.py``; SR-25): None when storage was
+        sound; ``{"kind": "rollback", "gen", "ng_day", "conc"}`` when the ledger
+        records a newer prescription generation than could be recovered: HIGH
+        PRESCRIPTION_ROLLBACK, basal at the ledger's daily dose for that generation
+        with plans suspended, until a clinician programs again. If that generation
+        filled a different concentration, the recovered reservoir and catheter
+        contents are not known: the safer reading is to stop with HIGH
+        STORAGE_CORRUPT (a stroke mass cannot be bounded). ``{"kind": "corrupt"}``:
+        no checkpoint was readable: nothing is known, no drug is delivered and HIGH
+        STORAGE_CORRUPT is raised (never a silent default)."""
         self._check_time(now)
         start = self.last_now
         self.prepared = None
@@ -686,6 +697,8 @@ class Controller:
             else:
                 self.outage_slack_ms += upper - lower
         self.heartbeat_ms = now
+        if storage is not None:
+            self._storage_fault(storage, now)
         if self.state == STOPPED:
             self._alarm("PUMP_STOPPED", 1, now)  # SR-17: the reset ended the session
         if upper is None:
@@ -694,6 +707,24 @@ class Controller:
         self._refresh_rate(now)
         self._reservoir_alarms(now)
         return self.drain_events()
+
+    def _storage_fault(self, storage, now):
+        kind = storage.get("kind")
+        if kind == "rollback":
+            self._alarm("PRESCRIPTION_ROLLBACK", 1, now)
+            self.rx_gen = max(self.rx_gen, storage["gen"])
+            if storage["conc"] == self.res.concentration:
+                if self.state == RUNNING and self.program:
+                    self.program = therapy.continuous(storage["ng_day"])
+                    self.plan = None
+                    self.history.record(now, self.daily_dose_ng(), SEG_RUNNING)
+                return
+        self._alarm("STORAGE_CORRUPT", 1, now)
+        if self.state in (RUNNING, MIN_RATE):
+            self._interrupt(now)
+            self.state = STOPPED
+            self.stop_reason = "storage"
+            self.plan = None
 
     def _interrupt(self, now):
         """A state interruption starts (stop, emergency, min rate, SAFE)."""

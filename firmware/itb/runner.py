@@ -22,20 +22,33 @@ class PoweredOff(Exception):
 
 
 class Runner:
-    def __init__(self, controller, board, trace=None):
-        """``trace``: callable taking one encoded line (no newline), or None."""
+    def __init__(self, controller, board, trace=None, journal=None):
+        """``trace``: callable taking one encoded line (no newline), or None.
+        ``journal``: the durable store (``store.Store``) or None: it gets every
+        record, is synced before the motor moves and committed after every input
+        (SR-26)."""
         self.ctrl = controller
         self.board = board
         self.trace = trace
+        self.journal = journal
         self.powered = True
         self.now = controller.last_now
         self._basal = None
+        self._rx_gen = controller.rx_gen
         self._emit_basal()
 
     # -- trace helpers
     def _out(self, rec):
-        if self.trace is not None:
-            self.trace(encode(rec))
+        if self.trace is not None or self.journal is not None:
+            line = encode(rec)
+            if self.trace is not None:
+                self.trace(line)
+            if self.journal is not None:
+                self.journal.write(rec, line)
+
+    def _commit(self):
+        if self.journal is not None and self.powered:
+            self.journal.commit(self.ctrl)
 
     def _events(self, t, events):
         for e in events:
@@ -46,6 +59,12 @@ class Runner:
             self._out(rec)
 
     def _emit_basal(self):
+        c = self.ctrl
+        if c.rx_gen != self._rx_gen:
+            # SR-25: every accepted prescription generation is in the ledger
+            self._rx_gen = c.rx_gen
+            self._out({"k": "rx", "t": c.last_now, "gen": c.rx_gen, "ng_day": c.daily_dose_ng(),
+                       "conc": c.res.concentration, "state": c.state})
         cur = (self.ctrl.daily_dose_ng(), self.ctrl.state)
         if cur != self._basal:
             self._basal = cur
@@ -67,6 +86,7 @@ class Runner:
         self._live()
         self._advance(now)
         self._out({"k": "advance", "t": now})
+        self._commit()
 
     def _catch_up(self, now):
         # Before an input at ``now``: run what is due first. An ``advance`` record is
@@ -103,6 +123,8 @@ class Runner:
                 continue
             self._out({"k": "stroke", "t": t, "n": a["n"], "src": a["src"], "nl": a["nl"],
                        "ng_hi": a["ng_hi"], "ng_lo": a["ng_lo"]})
+            if self.journal is not None:
+                self.journal.sync()  # SR-26: the intent is durable before the motor moves
             outcome = self.board.stroke(a["n"], a["nl"], t)
             self._out({"k": "outcome", "t": t, "n": a["n"], "res": outcome})
             if outcome == "power_cut":
@@ -124,6 +146,7 @@ class Runner:
         self._out(out)
         self._events(now, self.ctrl.drain_events())
         self._emit_basal()
+        self._commit()  # the result is durable before it is answered (SR-26)
         return res
 
     def empty_switch(self, now, tripped):
@@ -132,6 +155,7 @@ class Runner:
         self._out({"k": "switch", "t": now, "on": 1 if tripped else 0})
         self._events(now, self.ctrl.empty_switch(now, tripped))
         self._emit_basal()
+        self._commit()
 
     def set_rtc(self, now, utc_ms):
         self._catch_up(now)
@@ -139,12 +163,14 @@ class Runner:
         self._out({"k": "rtc", "t": now, "utc_ms": utc_ms})
         self._events(now, self.ctrl.set_wall_clock(now, utc_ms))
         self._emit_basal()
+        self._commit()
 
     def session_end(self, now):
         self._catch_up(now)
         self._live()
         self._out({"k": "session_end", "t": now})
         self._events(now, self.ctrl.session_end(now))
+        self._commit()
 
     def power_cut(self, now):
         """Power fails at ``now`` (after everything due before it ran)."""
@@ -153,22 +179,30 @@ class Runner:
             self._out({"k": "power_cut", "t": now})
             self.powered = False
 
-    def power_on(self, now, upper_ms, boot_loop=0):
+    def power_on(self, now, upper_ms, boot_loop=0, storage=None):
         """Boot at therapy time ``now`` (= last time + outage lower bound) with the
-        outage's upper bound ``upper_ms`` (None: unknown), SR-23/SR-26/SR-27."""
-        self._out({"k": "power_on", "t": now, "upper_ms": upper_ms, "boot_loop": boot_loop})
+        outage's upper bound ``upper_ms`` (None: unknown), SR-23/SR-26/SR-27;
+        ``storage``: what boot recovery found wrong (``Controller.reboot``, SR-25)."""
+        rec = {"k": "power_on", "t": now, "upper_ms": upper_ms, "boot_loop": boot_loop}
+        if storage is not None:
+            rec["storage"] = storage
+        self._out(rec)
         self.powered = True
-        self._events(now, self.ctrl.reboot(now, upper_ms, boot_loop))
+        self._events(now, self.ctrl.reboot(now, upper_ms, boot_loop, storage))
         self._emit_basal()
         self.now = now
+        self._commit()
 
 
 class _ReplayBoard:
     def __init__(self):
         self.outcomes = []
+        self.cut = 0  # 1: a stroke without a recorded outcome met a power cut
 
     def stroke(self, n, volume_nl, now):
         if not self.outcomes:
+            if self.cut:
+                return "power_cut"
             raise ValueError("trace has no outcome for stroke %d" % n)
         rn, res = self.outcomes.pop(0)
         if rn != n:
@@ -176,40 +210,38 @@ class _ReplayBoard:
         return res
 
 
-def replay(lines, sink=None, store=None):
-    """Re-run the inputs of a trace (an iterable of lines, read once, in order).
+class JournalReplayer:
+    """Feeds trace records, one at a time, to ``runner`` (input records drive it,
+    output records are checked by the code that made them: skipped). Motor
+    outcomes precede the input record that caused their stroke, so one pass
+    suffices (small heap). The runner's own board is replaced while replaying."""
 
-    Every line the runner writes goes to ``sink`` (a callable); without one they are
-    collected and returned as a list. The output equals the input trace when the
-    code behaves the same. Motor outcomes are read from the trace: each precedes the
-    input record that caused its stroke, so one pass suffices (small heap). Several
-    traces may follow each other: each ``config`` record starts a fresh run."""
-    out = None
-    if sink is None:
-        out = []
-        sink = out.append
-    board = _ReplayBoard()
-    runner = None
-    for line in lines:
-        line = line.strip()
-        if not line:
-            continue
-        rec = decode(line)
+    def __init__(self, runner):
+        self.runner = runner
+        self.board = _ReplayBoard()
+        self.saved_board = None
+        self.tail_t = -1  # time of the last stroke intent not yet closed by an input
+        if runner is not None:
+            self.saved_board = runner.board
+            runner.board = self.board
+
+    def feed(self, rec):
         k = rec["k"]
         t = rec["t"]
+        runner = self.runner
         if k == "outcome":
             # (n, res) only: a long ``advance`` buffers every outcome it caused
-            board.outcomes.append((rec["n"], rec["res"]))
-        elif k == "config":
-            # a new trace (traces may come back to back): a fresh controller and motor
-            sink(encode(rec))
-            board = _ReplayBoard()
-            runner = Runner(Controller(rec.get("cfg") or None, store), board, sink)
-        elif k in ("stroke", "result", "alarm", "basal"):
-            continue
-        elif runner is None:
+            self.board.outcomes.append((rec["n"], rec["res"]))
+            return
+        if k == "stroke":
+            self.tail_t = t
+            return
+        if k in ("result", "alarm", "basal", "rx", "config"):
+            return
+        if runner is None:
             raise ValueError("trace must start with a config record")
-        elif k == "cmd":
+        self.tail_t = -1
+        if k == "cmd":
             try:
                 runner.command(rec["cmd"], t)
             except PoweredOff:
@@ -225,7 +257,45 @@ def replay(lines, sink=None, store=None):
         elif k == "power_cut":
             runner.power_cut(t)
         elif k == "power_on":  # pragma: no branch - decode() admits only the kinds above
-            runner.power_on(t, rec["upper_ms"], rec.get("boot_loop", 0))
+            runner.power_on(t, rec["upper_ms"], rec.get("boot_loop", 0), rec.get("storage"))
+
+    def finish(self):
+        """End of a durable ledger: strokes whose causing input was lost with the
+        power still ran (their intents were durable): run the wake-ups up to the
+        last one; a stroke without a recorded outcome met the power cut (SR-26).
+        Gives the runner its board back, powered off."""
+        runner = self.runner
+        if runner is not None:
+            self.board.cut = 1
+            if self.tail_t >= 0 and runner.powered:
+                runner._advance(self.tail_t)
+            runner.powered = False
+            runner.board = self.saved_board
+
+
+def replay(lines, sink=None, store=None):
+    """Re-run the inputs of a trace (an iterable of lines, read once, in order).
+
+    Every line the runner writes goes to ``sink`` (a callable); without one they are
+    collected and returned as a list. The output equals the input trace when the
+    code behaves the same. Several traces may follow each other: each ``config``
+    record starts a fresh run."""
+    out = None
+    if sink is None:
+        out = []
+        sink = out.append
+    rep = JournalReplayer(None)
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        rec = decode(line)
+        if rec["k"] == "config":
+            # a new trace (traces may come back to back): a fresh controller and motor
+            sink(encode(rec))
+            rep = JournalReplayer(Runner(Controller(rec.get("cfg") or None, store), None, sink))
+        else:
+            rep.feed(rec)
     return out
 
 

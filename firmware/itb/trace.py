@@ -16,18 +16,21 @@ Inputs (what drives the runner; replaying them reproduces the outputs):
   ``rtc``         ``{"utc_ms": int|null}``: the wall clock (null: RTC invalid)
   ``session_end`` the programming session ended
   ``power_cut``   power fails at ``t``
-  ``power_on``    ``{"upper_ms": int|null, "boot_loop": 0|1}``: boot; ``t`` is the
-                  last therapy time plus the outage's lower bound (SR-23)
+  ``power_on``    ``{"upper_ms": int|null, "boot_loop": 0|1, "storage"?}``: boot;
+                  ``t`` is the last therapy time plus the outage's lower bound
+                  (SR-23); ``storage``: what boot recovery found wrong (SR-25)
 Outputs:
   ``stroke``      ``{"n", "src", "nl", "ng_hi", "ng_lo"}``: a stroke intent
   ``result``      a command's result (see ``Controller.handle``)
   ``alarm``       ``{"code", "ev": raise|repeat|clear, "pri"}``
   ``basal``       ``{"ng_day", "state"}``: basal daily dose or state changed
+  ``rx``          ``{"gen", "ng_day", "conc", "state"}``: a prescription generation
+                  was accepted (SR-25)
 """
 
 INPUT_KINDS = ("config", "cmd", "advance", "outcome", "switch", "rtc", "session_end",
                "power_cut", "power_on")
-OUTPUT_KINDS = ("stroke", "result", "alarm", "basal")
+OUTPUT_KINDS = ("stroke", "result", "alarm", "basal", "rx")
 
 
 def encode(obj):

@@ -526,6 +526,9 @@ class Model:
 
     power_upper = 0
 
+    def _on_rx(self, rec):
+        pass  # a prescription generation for the ledger (SR-25): the basal record follows
+
     def _on_basal(self, rec):
         t, new, state = rec["t"], rec["ng_day"], rec["state"]
         was_running = self.state == "RUNNING"
@@ -767,7 +770,7 @@ class Model:
 # nothing from the firmware).
 TRACE_KINDS = (
     "config", "cmd", "advance", "outcome", "switch", "rtc", "session_end", "power_cut",
-    "power_on", "stroke", "result", "alarm", "basal",
+    "power_on", "stroke", "result", "alarm", "basal", "rx",
 )
 
 

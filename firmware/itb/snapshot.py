@@ -1,0 +1,91 @@
+"""The controller's durable state as plain data, and back (SR-25, SR-26).
+
+``save(ctrl)`` returns ``[[name, value], ...]``: ints, ASCII strings, None, lists
+and dicts with string keys only, so it survives a JSON round trip unchanged.
+``load(items, store)`` builds a controller from it that behaves exactly like the
+saved one (the store's recovery test compares both, field by field, and then the
+traces they produce). Everything of ``Controller.__init__`` is either here or in
+``VOLATILE`` (lost at a reset by design: a prepared command and the session, SR-15
+and SR-17); a test fails when a new attribute is in neither.
+"""
+
+from itb.alarms import Alarms
+from itb.controller import Controller
+from itb.drugs import DeviceConfig
+from itb.fluidpath import FluidPath
+from itb.limits import BasalHistory, WindowLog
+from itb.reservoir import Reservoir
+from itb.scheduler import Accumulator, Overlay
+
+FORMAT = 1
+# plain-data attributes of the controller
+PLAIN = ("state", "rx", "program", "plan", "last_now", "stroke_seq", "pending",
+         "last_stroke_ms", "hold_until", "no_increase_until", "interrupt_ms",
+         "outage_slack_ms", "fault", "last_good_ms", "fault_marked", "stop_reason",
+         "mri_checked", "min_rate_nl", "pb_times", "utc_offset_min", "wall_delta",
+         "pre_maintenance", "heartbeat_ms", "filled_pg", "delivered_pg", "aspirated_pg",
+         "rx_gen", "prepare_seq", "id_floor")
+# attributes holding an object of plain-data attributes, and how to make an empty one
+OBJECTS = (("acc", lambda cfg: Accumulator(1, 1)), ("path", lambda cfg: FluidPath(0)),
+           ("res", lambda cfg: Reservoir(0)), ("window", lambda cfg: WindowLog()),
+           ("history", lambda cfg: BasalHistory()), ("alarms", lambda cfg: Alarms(0)))
+# handled on their own: cfg (its fields), overlays (a list of objects), seen/seen_order
+SPECIAL = ("cfg", "overlays", "seen", "seen_order")
+VOLATILE = ("store", "session_until", "prepared", "projecting", "_pending_events")
+
+
+def save(ctrl):
+    """The durable state of ``ctrl`` as ``[[name, value], ...]`` (values shared with
+    ``ctrl``: serialise them before changing it)."""
+    items = [["format", FORMAT], ["cfg", ctrl.cfg.as_dict()]]
+    for name in PLAIN:
+        items.append([name, getattr(ctrl, name)])
+    for name, _make in OBJECTS:
+        obj = getattr(ctrl, name)
+        if name == "window":
+            obj = obj.copy()  # drops the pruned head
+        d = {}
+        for key in obj.__dict__:
+            d[key] = obj.__dict__[key]
+        items.append([name, d])
+    items.append(["overlays", [[o.source, o.next_ms, o.remaining, o.interval_ms]
+                               for o in ctrl.overlays]])
+    # command ids are ints: kept as [id, result] pairs, oldest first
+    items.append(["seen", [[cid, ctrl.seen[cid]] for cid in ctrl.seen_order]])
+    return items
+
+
+def load(items, store=None):
+    """A controller from ``save()`` output; raises ValueError if ``items`` is not
+    a complete snapshot of this format (nothing is half-built: the caller gets a
+    controller or an exception)."""
+    data = {}
+    for pair in items:
+        if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str:
+            raise ValueError("snapshot item is not a [name, value] pair")
+        data[pair[0]] = pair[1]
+    if data.get("format") != FORMAT:
+        raise ValueError("snapshot format %r is not %d" % (data.get("format"), FORMAT))
+    need = ("cfg", "overlays", "seen") + PLAIN + tuple(o[0] for o in OBJECTS)
+    for name in need:
+        if name not in data:
+            raise ValueError("snapshot lacks " + name)
+    cfg = DeviceConfig(data["cfg"])
+    ctrl = Controller(cfg, store)
+    for name in PLAIN:
+        setattr(ctrl, name, data[name])
+    for name, make in OBJECTS:
+        obj = make(cfg)
+        fields = data[name]
+        if type(fields) is not dict or sorted(fields) != sorted(obj.__dict__):
+            raise ValueError("snapshot field %s has the wrong shape" % name)
+        for key in fields:
+            setattr(obj, key, fields[key])
+        setattr(ctrl, name, obj)
+    ctrl.overlays = [Overlay(o[0], o[1], o[2], o[3]) for o in data["overlays"]]
+    ctrl.seen = {}
+    ctrl.seen_order = []
+    for cid, res in data["seen"]:
+        ctrl.seen[cid] = res
+        ctrl.seen_order.append(cid)
+    return ctrl

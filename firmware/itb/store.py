@@ -1,0 +1,514 @@
+"""Durable state over an injected file system: A/B checkpoint slots and a
+write-ahead ledger (SR-23, SR-25, SR-26). Runs under MicroPython.
+
+Design (a departure from DESIGN.md's "prescription slots" worth stating): a slot
+holds a *checkpoint*, the whole durable controller state (``snapshot.py``: the
+prescription and configuration, plans, settled-dose history and window sums,
+reservoir and refill history, latched alarms, patient-bolus lockouts, seen
+command ids), and the ledger holds every runner record since (``trace.py``
+format). Boot recovery loads the newest valid checkpoint and *replays* the
+ledger through the same ``Runner`` code that wrote it, so recovery cannot drift
+from the live controller: there is no second implementation of any dosing rule.
+
+Files (paths relative to the file system's root):
+  ``slot_a``, ``slot_b``  checkpoints; written as ``slot.tmp``, closed, renamed
+                          over the older slot (never deleted first)
+  ``ledger/NNNNNNNNNN``   ledger segments, numbered in write order (a boot always
+                          starts a new one, so nothing is appended after a torn line)
+  ``hours``, ``hours.1``  per-hour stroke totals folded from dropped segments
+
+Ledger line: ``<seq> <rtc_ms> <trace record> <crc32>``: ``seq`` counts from 1
+without gaps, ``rtc_ms`` is the wall clock (UTC ms, -1 when unknown), the trace
+record carries the therapy-clock time ``t``, and the CRC-32 (8 hex digits) covers
+everything before it. Every field is range-checked before packing (SR-1).
+
+Durability (SR-26): ``sync()`` flushes the open segment; the runner calls it
+before the motor moves (the stroke intent is durable first) and at the end of
+every input (a command's result is durable before it is answered). Outcomes may
+be lost with the power: a stroke without one counts as delivered after a reset.
+A segment is rotated at ``SEGMENT_BYTES`` so a synced append never rewrites
+more than one small file; after each checkpoint, segments older than the *older*
+slot are folded into hour totals and removed, so either slot can be recovered.
+
+Bound on the stored bytes: 3 checkpoints (two slots and a temporary) + the
+ledger since the older checkpoint (at most ``2 * CHECKPOINT_BYTES +
+2 * SEGMENT_BYTES``) + ``2 * HOURS_BYTES``; ``benchmarks/flash_wear.py`` prints
+the figures at the worst-case stroke rate.
+"""
+
+import binascii
+import json
+
+from itb import snapshot
+from itb.trace import decode, encode
+
+SLOTS = ("slot_a", "slot_b")
+TMP = "slot.tmp"
+LEDGER = "ledger"
+HOURS = "hours"
+SEGMENT_BYTES = 2048
+CHECKPOINT_BYTES = 16384  # ledger bytes between checkpoints
+HOURS_BYTES = 16384
+MAX_LINE = 4096
+MAGIC = "ITBSLOT1"
+SEQ_MAX = (1 << 62) - 1
+DAY_MS = 86400000
+HOUR_MS = 3600000
+PLAUSIBLE_OUTAGE_MS = 30 * DAY_MS  # SR-23: a longer RTC gap is "unknown"
+NOT_DURABLE = ("power_cut",)  # a real power cut writes nothing
+
+
+class StoreError(Exception):
+    """The file system failed or holds nothing usable (with the reason)."""
+
+
+def crc_hex(data):
+    return "%08x" % (binascii.crc32(data) & 0xFFFFFFFF)
+
+
+def pack_line(seq, rtc_ms, line):
+    """One ledger line (bytes, with newline); ValueError if a field is out of range."""
+    if type(seq) is not int or seq < 1 or seq > SEQ_MAX:
+        raise ValueError("ledger seq out of range")
+    if type(rtc_ms) is not int or rtc_ms < -1 or rtc_ms > SEQ_MAX:
+        raise ValueError("ledger rtc_ms out of range")
+    if type(line) is not str or not line or len(line) > MAX_LINE or "\n" in line:
+        raise ValueError("ledger record must be one line of 1..%d characters" % MAX_LINE)
+    for ch in line:
+        if ord(ch) < 32 or ord(ch) > 126:
+            raise ValueError("ledger record is not printable ASCII")
+    body = ("%d %d %s" % (seq, rtc_ms, line)).encode()
+    return body + b" " + crc_hex(body).encode() + b"\n"
+
+
+def unpack_line(raw):
+    """``(seq, rtc_ms, record)`` of one ledger line (bytes, without newline), or
+    None if it is torn, corrupt or not a trace record."""
+    try:
+        i = raw.rindex(b" ")
+        body = raw[:i]
+        if raw[i + 1:] != crc_hex(body).encode():
+            return None
+        text = body.decode()
+        a = text.index(" ")
+        b = text.index(" ", a + 1)
+        seq = int(text[:a])
+        rtc = int(text[a + 1:b])
+        rec = decode(text[b + 1:])
+    except (ValueError, UnicodeError):
+        return None
+    if seq < 1 or seq > SEQ_MAX or rtc < -1:
+        return None
+    return seq, rtc, rec
+
+
+def outage_bounds(last_rtc_ms, rtc_now_ms):
+    """SR-23: ``(lower_ms, upper_ms)`` of the time elapsed since the last durable
+    record, from the wall clock at that record and now (-1/None: unknown). Lower
+    is 0 and upper None ("unknown = long") when either is unknown or the
+    difference is negative or longer than 30 days."""
+    if last_rtc_ms is None or last_rtc_ms < 0 or rtc_now_ms is None:
+        return 0, None
+    d = rtc_now_ms - last_rtc_ms
+    if d < 0 or d > PLAUSIBLE_OUTAGE_MS:
+        return 0, None
+    return d, d
+
+
+def _read_lines(fs, path):
+    f = fs.open(path, "rb")
+    try:
+        data = f.read()
+    finally:
+        f.close()
+    return data.split(b"\n")
+
+
+def read_slot(fs, name):
+    """``(gen, seq, items)`` of a checkpoint slot, or None if it is missing, torn
+    or corrupt (any CRC or shape error)."""
+    try:
+        lines = _read_lines(fs, name)
+    except OSError:
+        return None
+    if len(lines) < 3 or lines[-1] != b"":
+        return None
+    crc = 0
+    for raw in lines[:-2]:
+        crc = binascii.crc32(raw + b"\n", crc)
+    try:
+        end = lines[-2].decode().split(" ")
+        head = lines[0].decode().split(" ")
+        if len(end) != 3 or end[0] != "END" or int(end[1]) != len(lines) - 3:
+            return None
+        if end[2] != "%08x" % (crc & 0xFFFFFFFF):
+            return None
+        if len(head) != 3 or head[0] != MAGIC:
+            return None
+        gen = int(head[1])
+        seq = int(head[2])
+        items = [json.loads(raw) for raw in lines[1:-2]]
+    except (ValueError, UnicodeError, IndexError):
+        return None
+    if gen < 1 or seq < 0:
+        return None
+    return gen, seq, items
+
+
+class Recovery:
+    """What boot recovery found: ``slot`` (name used or None), ``gen``, ``seq`` (of
+    the checkpoint), ``replayed`` (ledger records), ``last_seq``, ``last_t``,
+    ``last_rtc_ms``, ``damaged`` (a valid record followed a bad or missing one),
+    ``newest_rx`` (newest prescription generation anywhere in storage: [gen,
+    ng_day, conc] or None), ``problems`` (text)."""
+
+    def __init__(self):
+        self.slot = None
+        self.gen = 0
+        self.seq = 0
+        self.replayed = 0
+        self.last_seq = 0
+        self.last_t = 0
+        self.last_rtc_ms = -1
+        self.damaged = 0
+        self.newest_rx = None
+        self.newest_gen = 0  # of the newest valid slot, and its name
+        self.newest_slot = None
+        self.problems = []
+
+
+class Store:
+    """The durable store on file system ``fs`` (see ``fs.py``).
+
+    Use ``Store.create(fs, controller)`` once on an empty file system, then
+    ``store.recover(...)`` at every boot; a ``Runner`` given the store as its
+    ``journal`` keeps it up to date."""
+
+    def __init__(self, fs):
+        self.fs = fs
+        self.seq = 0  # last ledger seq written
+        self.gen = 0  # generation of the newest checkpoint
+        self.cp_seq = [0, 0]  # ledger seq of the newest and the older checkpoint
+        self.slot = 1  # index of the slot holding the newest checkpoint
+        self.rx_gen = 0  # prescription generation at the newest checkpoint
+        self.since_cp = 0  # ledger bytes since the newest checkpoint
+        self.seg = None  # open segment file
+        self.seg_no = 1  # number of the next segment
+        self.seg_bytes = 0
+        self.dirty = 0
+        self.rtc_delta = None  # utc_ms - therapy ms, from the controller
+
+    # ------------------------------------------------------------------ create
+    @classmethod
+    def create(cls, fs, controller):
+        """Lay out an empty store holding ``controller``'s state as checkpoint 1.
+        Raises StoreError if the file system already holds a store (a boot must
+        recover it, never format over it)."""
+        names = fs.listdir("")
+        for name in SLOTS + (LEDGER,):
+            if name in names:
+                raise StoreError("file system already holds a store (%s): recover it" % name)
+        fs.mkdir(LEDGER)
+        store = cls(fs)
+        store.checkpoint(controller)
+        return store
+
+    # ------------------------------------------------------------------ ledger
+    def _segments(self):
+        names = [n for n in self.fs.listdir(LEDGER) if len(n) == 10 and n.isdigit()]
+        names.sort()
+        return names
+
+    def write(self, rec, line):
+        """Append one runner record (``rec`` and its encoded ``line``); not durable
+        until ``sync()``."""
+        if rec["k"] in NOT_DURABLE or (rec["k"] == "outcome" and rec["res"] == "power_cut"):
+            return
+        rtc = -1 if self.rtc_delta is None else rec["t"] + self.rtc_delta
+        data = pack_line(self.seq + 1, rtc if rtc >= 0 else -1, line)
+        if self.seg is None:
+            self.seg = self.fs.open(LEDGER + "/%010d" % self.seg_no, "ab")
+            self.seg_no += 1
+            self.seg_bytes = 0
+        self.seg.write(data)
+        self.seq += 1
+        self.seg_bytes += len(data)
+        self.since_cp += len(data)
+        self.dirty = 1
+
+    def sync(self):
+        """Make every written record durable (flush = littlefs sync)."""
+        if self.dirty:
+            self.seg.flush()
+            self.dirty = 0
+        if self.seg is not None and self.seg_bytes >= SEGMENT_BYTES:
+            self.seg.close()
+            self.seg = None
+
+    def commit(self, controller):
+        """End of one runner input: sync, then write a checkpoint when the ledger
+        has grown by ``CHECKPOINT_BYTES`` or the prescription generation changed."""
+        self.rtc_delta = controller.wall_delta
+        self.sync()
+        if self.since_cp >= CHECKPOINT_BYTES or controller.rx_gen != self.rx_gen:
+            self.checkpoint(controller)
+
+    # ------------------------------------------------------------------ slots
+    def checkpoint(self, controller):
+        """Write ``controller``'s state into the older slot (temp, close, rename),
+        then drop ledger segments no slot needs any more."""
+        self.sync()
+        gen = self.gen + 1
+        target = SLOTS[1 - self.slot]
+        f = self.fs.open(TMP, "wb")
+        crc = 0
+        n = 0
+        try:
+            for raw in ["%s %d %d" % (MAGIC, gen, self.seq)] + [
+                    json.dumps(item) for item in snapshot.save(controller)]:
+                data = raw.encode() + b"\n"
+                crc = binascii.crc32(data, crc)
+                f.write(data)
+                n += 1
+            f.write(("END %d %08x\n" % (n - 1, crc & 0xFFFFFFFF)).encode())
+        finally:
+            f.close()
+        self.fs.rename(TMP, target)
+        self.gen = gen
+        self.slot = 1 - self.slot
+        self.cp_seq = [self.seq, self.cp_seq[0]]
+        self.rx_gen = controller.rx_gen
+        self.since_cp = 0
+        self.rtc_delta = controller.wall_delta
+        self._drop_segments()
+
+    def _drop_segments(self):
+        # a segment is dropped when the next one starts at or before the older
+        # checkpoint: then both checkpoints hold all of its records
+        keep_after = self.cp_seq[1]
+        segs = self._segments()
+        for i in range(len(segs) - 1):
+            first = _first_seq(self.fs, LEDGER + "/" + segs[i + 1])
+            if first is None or first - 1 > keep_after:
+                break
+            self._fold(LEDGER + "/" + segs[i])
+            self.fs.remove(LEDGER + "/" + segs[i])
+
+    def _fold(self, path):
+        # per-hour totals of the strokes in a segment about to be removed (an audit
+        # summary, never used for dosing: a power cut between fold and remove can
+        # count one segment twice)
+        totals = {}
+        for raw in _read_lines(self.fs, path):
+            got = unpack_line(raw) if raw else None
+            if got is not None and got[2]["k"] == "stroke":
+                r = got[2]
+                h = r["t"] // HOUR_MS
+                tot = totals.setdefault(h, [0, 0, 0])
+                tot[0] += 1
+                tot[1] += r["nl"]
+                tot[2] += r["ng_hi"]
+        if not totals:
+            return
+        out = b""
+        for h in sorted(totals):
+            body = ("H %d %d %d %d" % (h, totals[h][0], totals[h][1], totals[h][2])).encode()
+            out += body + b" " + crc_hex(body).encode() + b"\n"
+        names = self.fs.listdir("")
+        size = 0
+        if HOURS in names:
+            size = len(_read_lines(self.fs, HOURS)) * 40
+        if size >= HOURS_BYTES:
+            self.fs.rename(HOURS, HOURS + ".1")
+        f = self.fs.open(HOURS, "ab")
+        try:
+            f.write(out)
+        finally:
+            f.close()
+
+    def hour_totals(self):
+        """``[[hour, strokes, nl, ng_hi], ...]`` folded so far, oldest first (bad
+        lines skipped)."""
+        out = []
+        names = self.fs.listdir("")
+        for name in (HOURS + ".1", HOURS):
+            if name not in names:
+                continue
+            for raw in _read_lines(self.fs, name):
+                i = raw.rfind(b" ")
+                if i > 0 and raw[i + 1:] == crc_hex(raw[:i]).encode():
+                    out.append([int(x) for x in raw[:i].decode().split(" ")[1:]])
+        return out
+
+    # ------------------------------------------------------------------ recovery
+    def scan(self):
+        """Read both slots and every ledger line. Returns ``(info, slots, records)``:
+        ``slots`` = valid ``(gen, seq, items, name)`` newest first, ``records`` =
+        valid ledger records ``(seq, rtc, rec)`` in file order."""
+        info = Recovery()
+        slots = []
+        for name in SLOTS:
+            got = read_slot(self.fs, name)
+            if got is None:
+                if name in self.fs.listdir(""):
+                    info.problems.append("slot %s is corrupt" % name)
+            else:
+                slots.append((got[0], got[1], got[2], name))
+        slots.sort(key=_gen_key, reverse=True)
+        if slots:
+            info.newest_gen, info.newest_slot = slots[0][0], slots[0][3]
+        records = []
+        names = self.fs.listdir("")
+        if LEDGER in names:
+            for seg in self._segments():
+                for raw in _read_lines(self.fs, LEDGER + "/" + seg):
+                    if not raw:
+                        continue
+                    got = unpack_line(raw)
+                    if got is None:
+                        records.append(None)  # a torn or corrupt line
+                    else:
+                        records.append(got)
+                        rec = got[2]
+                        if rec["k"] == "rx" and (info.newest_rx is None or
+                                                 rec["gen"] > info.newest_rx[0]):
+                            info.newest_rx = [rec["gen"], rec["ng_day"], rec["conc"]]
+        return info, slots, records
+
+    def rebuild(self, board):
+        """Rebuild the controller from storage: ``(runner, info, storage)``, the
+        runner powered off (``recover`` powers it on).
+
+        The newest valid checkpoint is loaded and every later ledger record is
+        replayed through a ``Runner`` (the same code that wrote it). ``storage``
+        is None, or what ``Controller.reboot`` must handle (SR-25): a newer
+        prescription generation in storage than the one recovered (rollback) or
+        no readable checkpoint (corrupt)."""
+        from itb.controller import Controller
+        from itb.runner import JournalReplayer, Runner
+
+        try:
+            info, slots, records = self.scan()
+        except OSError as e:
+            raise StoreError("cannot read the store: %s" % e)
+        storage = None
+        ctrl = None
+        for gen, seq, items, name in slots:
+            try:
+                ctrl = snapshot.load(items)
+            except (ValueError, TypeError, KeyError, IndexError) as e:
+                info.problems.append("slot %s does not load: %s" % (name, e))
+                continue
+            info.slot, info.gen, info.seq = name, gen, seq
+            break
+        if ctrl is None:
+            info.problems.append("no valid checkpoint")
+            storage = {"kind": "corrupt"}
+            ctrl = Controller()
+        runner = Runner(ctrl, board)
+        rep = JournalReplayer(runner)
+        expected = info.seq + 1
+        last_t = ctrl.last_now
+        last_rtc = -1
+        for got in records:
+            if got is None:
+                continue  # torn or corrupt: a gap shows in the sequence numbers
+            seq, rtc, rec = got
+            if seq != expected:
+                if seq > expected:
+                    info.damaged = 1  # records were lost: nothing after them is used
+                continue  # older: in the checkpoint; or after a gap
+            if info.damaged or storage is not None:
+                continue
+            try:
+                rep.feed(rec)
+            except Exception as e:  # a record the code cannot replay: damage
+                info.problems.append("ledger seq %d does not replay: %s" % (seq, e))
+                info.damaged = 1
+                continue
+            expected = seq + 1
+            info.replayed += 1
+            if rec["t"] > last_t:
+                last_t = rec["t"]
+            if rtc >= 0:
+                last_rtc = rtc
+        rep.finish()
+        if storage is not None:  # nothing replayed: continue after every record
+            expected = max([r[0] for r in records if r is not None] + [0]) + 1
+            last_rtc = max([r[1] for r in records if r is not None] + [-1])
+        info.last_seq = expected - 1
+        info.last_t = max(last_t, ctrl.last_now)
+        info.last_rtc_ms = last_rtc
+        if storage is None and info.newest_rx is not None and info.newest_rx[0] > ctrl.rx_gen:
+            storage = {"kind": "rollback", "gen": info.newest_rx[0],
+                       "ng_day": info.newest_rx[1], "conc": info.newest_rx[2]}
+        if info.damaged:
+            info.problems.append("ledger damaged after seq %d" % info.last_seq)
+        return runner, info, storage
+
+    def recover(self, board, trace=None, rtc_now_ms=None, boot_loop=0, clock=None):
+        """Boot: ``rebuild``, then power the runner on with the outage bounds;
+        returns ``(runner, info)`` with the runner powered on, driving ``board``,
+        writing to ``trace`` and to this store. Elapsed time across the outage is
+        bounded by the wall clock at the last record and ``rtc_now_ms`` (None: RTC
+        invalid), SR-23. A checkpoint is written at once. ``clock``: ``(now_ms,
+        upper_ms)`` measured by a caller that knows the outage (simulator, tests)
+        instead of the RTC bounds; ``now_ms`` below the last recovered time is
+        raised to it. Raises StoreError only when the file system cannot be read."""
+        runner, info, storage = self.rebuild(board)
+        ctrl = runner.ctrl
+        last_rtc = info.last_rtc_ms
+        # continue after the last good record, in a new segment, with a checkpoint
+        names = self.fs.listdir("")
+        if LEDGER not in names:
+            self.fs.mkdir(LEDGER)
+        segs = self._segments()
+        self.seg_no = int(segs[-1]) + 1 if segs else 1
+        self.seq = info.last_seq
+        self.gen = info.newest_gen
+        self.slot = 0 if info.newest_slot == SLOTS[0] else 1
+        self.cp_seq = [info.seq, info.seq]
+        self.rx_gen = -1  # forces the checkpoint after power_on
+        self.rtc_delta = ctrl.wall_delta
+        if clock is None:
+            lower, upper = outage_bounds(last_rtc, rtc_now_ms)
+            now = info.last_t + lower
+        else:
+            now, upper = max(clock[0], info.last_t), clock[1]
+        runner.trace = trace
+        runner.journal = self
+        runner.power_on(now, upper, boot_loop, storage)
+        return runner, info
+
+
+def boot(fs, board, config=None, trace=None, rtc_now_ms=None, boot_loop=0):
+    """Start the controller on file system ``fs``: recover the store it holds, or
+    create one (with a fresh controller for ``config``) on a file system holding
+    no store at all. Never formats over a store it cannot read: that recovers
+    with STORAGE_CORRUPT. Returns ``(runner, info)``; ``info`` is None when the
+    store was created."""
+    from itb.controller import Controller
+    from itb.runner import Runner
+    from itb.trace import encode
+
+    names = fs.listdir("")
+    if not [n for n in names if n in SLOTS or n == LEDGER]:
+        ctrl = Controller(config)
+        store = Store.create(fs, ctrl)
+        if trace is not None:
+            trace(encode({"k": "config", "t": 0, "cfg": config or {}}))
+        return Runner(ctrl, board, trace, store), None
+    return Store(fs).recover(board, trace, rtc_now_ms, boot_loop)
+
+
+def _gen_key(slot):
+    return slot[0]
+
+
+def _first_seq(fs, path):
+    """Sequence number of the first valid record of a segment, or None."""
+    for raw in _read_lines(fs, path):
+        got = unpack_line(raw) if raw else None
+        if got is not None:
+            return got[0]
+    return None
