@@ -46,9 +46,9 @@ class Runner:
             if self.journal is not None:
                 self.journal.write(rec, line)
 
-    def _commit(self):
+    def _commit(self, answer=1):
         if self.journal is not None and self.powered:
-            self.journal.commit(self.ctrl)
+            self.journal.commit(self.ctrl, answer)
 
     def _events(self, t, events):
         for e in events:
@@ -86,7 +86,7 @@ class Runner:
         self._live()
         self._advance(now)
         self._out({"k": "advance", "t": now})
-        self._commit()
+        self._commit(0)
 
     def _catch_up(self, now):
         # Before an input at ``now``: run what is due first. An ``advance`` record is

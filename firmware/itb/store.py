@@ -46,7 +46,7 @@ SLOTS = ("slot_a", "slot_b")
 TMP = "slot.tmp"
 LEDGER = "ledger"
 HOURS = "hours"
-SEGMENT_BYTES = 2048
+SEGMENT_BYTES = 480  # below littlefs' inline size: a sync is a metadata commit
 CHECKPOINT_BYTES = 16384  # ledger bytes between checkpoints
 HOURS_BYTES = 16384
 MAX_LINE = 4096
@@ -54,6 +54,7 @@ MAGIC = "ITBSLOT1"
 SEQ_MAX = (1 << 62) - 1
 DAY_MS = 86400000
 HOUR_MS = 3600000
+HEARTBEAT_MS = 15 * 60000  # SR-23
 PLAUSIBLE_OUTAGE_MS = 30 * DAY_MS  # SR-23: a longer RTC gap is "unknown"
 NOT_DURABLE = ("power_cut",)  # a real power cut writes nothing
 
@@ -196,6 +197,7 @@ class Store:
         self.seg_no = 1  # number of the next segment
         self.seg_bytes = 0
         self.dirty = 0
+        self.synced_t = 0  # therapy time of the last sync
         self.rtc_delta = None  # utc_ms - therapy ms, from the controller
 
     # ------------------------------------------------------------------ create
@@ -245,11 +247,26 @@ class Store:
             self.seg.close()
             self.seg = None
 
-    def commit(self, controller):
-        """End of one runner input: sync, then write a checkpoint when the ledger
-        has grown by ``CHECKPOINT_BYTES`` or the prescription generation changed."""
+    def close(self):
+        """Close the open segment (a power cut may have failed it already)."""
+        f, self.seg = self.seg, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass  # pragma: no cover - the data was synced or is lost either way
+
+    def commit(self, controller, answer=1):
+        """End of one runner input: sync when it is answered (``answer``: a command,
+        an input from the board) or the last sync is ``HEARTBEAT_MS`` old (SR-23),
+        then write a checkpoint when the ledger has grown by ``CHECKPOINT_BYTES``
+        or the prescription generation changed. A plain wake-up is not synced by
+        itself: its records (a stroke's outcome) become durable with the next
+        stroke intent or heartbeat, and a lost outcome counts as delivered."""
         self.rtc_delta = controller.wall_delta
-        self.sync()
+        if answer or controller.last_now - self.synced_t >= HEARTBEAT_MS:
+            self.synced_t = controller.last_now
+            self.sync()
         if self.since_cp >= CHECKPOINT_BYTES or controller.rx_gen != self.rx_gen:
             self.checkpoint(controller)
 
@@ -432,6 +449,8 @@ class Store:
                 last_t = rec["t"]
             if rtc >= 0:
                 last_rtc = rtc
+            if rec["k"] == "rtc" and rec["utc_ms"] is not None:
+                last_rtc = rec["utc_ms"]  # written before the controller took it
         rep.finish()
         if storage is not None:  # nothing replayed: continue after every record
             expected = max([r[0] for r in records if r is not None] + [0]) + 1

@@ -1,0 +1,77 @@
+"""Flash wear of the durable store (itb/store.py) on the Pico's littlefs geometry.
+
+Runs a therapy workload through the runner on a real littlefs image
+(littlefs-python, ``host_tools/testkit/lfs.py``: 352 x 4 KiB blocks, 256 B
+program size) and prints bytes programmed and blocks erased per therapy day, the
+largest store size seen, and the projected years until 100,000 erase cycles per
+block, assuming littlefs' wear levelling spreads erases over the blocks the
+store does not occupy (the dynamic wear levelling littlefs documents).
+
+Workloads: the worst case the drug library allows (the hard maximum daily dose
+at the lowest pump concentration, 500 ug/mL, plus the maximum patient boluses)
+and a typical 400 ug/day at 500 ug/mL.
+
+    python benchmarks/flash_wear.py [--days N]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "firmware"), str(ROOT)]
+
+from host_tools.testkit import lfs, workload as wl  # noqa: E402
+from itb.drugs import DeviceConfig  # noqa: E402
+
+CYCLES = 100000
+
+
+def _used_bytes(fs):
+    total = 0
+    for name in fs.listdir(""):
+        if name == "ledger":
+            for seg in fs.listdir("ledger"):
+                total += fs.lfs.stat("ledger/" + seg).size
+        else:
+            total += fs.lfs.stat(name).size
+    return total
+
+
+def measure(name, daily_dose_ng, conc, patient_boluses, days):
+    fs, ctx = lfs.make()
+    h = wl.Harness(fs)
+    script = wl.constant_day(daily_dose_ng, conc, patient_boluses, days + 1)
+    h.run(script[:1], wl.DAY)  # the first day settles (checkpoints, segment turnover)
+    p0, e0, s0 = ctx.prog_bytes, ctx.erases, len(h.board.calls)
+    biggest = 0
+    for d in range(1, days + 1):
+        h.run([x for x in script[1:] if d * wl.DAY <= x[0] < (d + 1) * wl.DAY], (d + 1) * wl.DAY)
+        biggest = max(biggest, _used_bytes(fs))
+    prog_day = (ctx.prog_bytes - p0) / days
+    erase_day = (ctx.erases - e0) / days
+    strokes_day = (len(h.board.calls) - s0) / days
+    blocks = lfs.PICO["block_count"]
+    free_blocks = blocks - (biggest + 4095) // 4096 - 2  # minus the superblock pair
+    years = CYCLES * free_blocks / erase_day / 365.25 if erase_day else float("inf")
+    h.runner.journal.close()
+    print("%-10s %8.0f strokes/day  %10.0f B programmed/day  %6.0f erases/day  "
+          "store <= %6d B  %7.1f years to %d cycles/block"
+          % (name, strokes_day, prog_day, erase_day, biggest, years, CYCLES))
+    return years
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--days", type=int, default=3, help="therapy days measured (default 3)")
+    args = ap.parse_args(argv)
+    cfg = DeviceConfig()
+    worst = measure("worst", cfg.max_daily_dose_ng, 500, 6, args.days)
+    typical = measure("typical", 400000, 500, 0, args.days)
+    ok = worst > 5 and typical > 10
+    print("target: > 5 years worst case, > 10 years typical: %s" % ("met" if ok else "NOT MET"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""The durable store (itb/store.py) on memory, a directory and littlefs:
+recovery reproduces the controller, damage is detected, never a silent default."""
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from host_tools.testkit import lfs, workload as wl
+from itb import snapshot
+from itb import store as st
+from itb.controller import Controller
+from itb.fs import DirFS, MemoryFS
+
+
+def _plain(ctrl):
+    """The controller's durable state after a JSON round trip (as stored)."""
+    return dict((k, v) for k, v in json.loads(json.dumps(snapshot.save(ctrl))))
+
+
+@pytest.mark.sr("SR-26", "SR-25")
+def test_rebuild_reproduces_the_controller_at_every_wake_of_a_week():
+    """Invariant: at any moment, the controller rebuilt from storage (newest
+    checkpoint + ledger replay) equals the live one, field by field, except what
+    a stroke in flight or a lost outcome changes (SR-26)."""
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    checked = 0
+    for t, fn in wl.WEEK:
+        h.run_to(t)
+        fn(h)
+        live = _plain(h.runner.ctrl)
+        h.runner.journal.sync()  # what a wake-up leaves unsynced is checked below
+        runner, info, storage = st.Store(fs).rebuild(wl.Motor())
+        assert storage is None and not info.damaged, vars(info)
+        assert _plain(runner.ctrl) == live
+        checked += 1
+    assert checked == len(wl.WEEK)
+
+
+@pytest.mark.sr("SR-26")
+def test_lost_outcome_counts_the_stroke_as_delivered():
+    """A stroke whose outcome was not yet durable is counted, never forgotten."""
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK[:1], 2 * wl.HOUR)
+    n = len(h.board.calls)
+    assert n > 0
+    h.runner.power_cut(h.now)
+    fs.power_cut()  # the outcome and advance after the last intent are lost
+    runner, info = st.Store(fs).recover(h.board, h.lines.append, clock=(h.now, 0))
+    assert runner.ctrl.stroke_seq == n
+    assert "STROKE_UNCONFIRMED" in runner.ctrl.alarms.entries or info.replayed
+
+
+@pytest.mark.sr("SR-26")
+def test_a_retried_command_id_is_answered_from_storage_after_a_reset():
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK[:1], wl.HOUR)
+    res = h.command("patient_bolus", {}, "patient")
+    assert res["ok"]
+    h.runner.power_cut(h.now)
+    fs.power_cut()
+    h.runner, _ = st.Store(fs).recover(h.board, h.lines.append, clock=(h.now + 1000, 1000))
+    again = h.command("patient_bolus", {}, "patient", cid=res["id"])
+    assert again.get("replayed") == 1 and again["ok"] == 1
+    assert len(h.runner.ctrl.pb_times) == 1  # applied once
+
+
+@pytest.mark.sr("SR-23")
+def test_outage_bounds_follow_the_rtc():
+    assert st.outage_bounds(1000, 61000) == (60000, 60000)
+    assert st.outage_bounds(-1, 61000) == (0, None)  # RTC unknown at the last record
+    assert st.outage_bounds(1000, None) == (0, None)  # RTC invalid now
+    assert st.outage_bounds(61000, 1000) == (0, None)  # clock went back
+    assert st.outage_bounds(0, st.PLAUSIBLE_OUTAGE_MS) == (st.PLAUSIBLE_OUTAGE_MS,) * 2
+    assert st.outage_bounds(0, st.PLAUSIBLE_OUTAGE_MS + 1) == (0, None)
+
+
+@pytest.mark.sr("SR-23")
+def test_recovery_uses_the_rtc_at_the_last_record():
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK[:1], wl.HOUR)
+    h.runner.set_rtc(h.now, 10**12 + h.now)
+    h.runner.power_cut(h.now)
+    fs.power_cut()
+    runner, info = st.Store(fs).recover(h.board, rtc_now_ms=10**12 + h.now + 2 * wl.HOUR)
+    assert runner.now == h.now + 2 * wl.HOUR
+    runner2, info2 = st.Store(fs).recover(h.board, rtc_now_ms=None)
+    assert "CLOCK_INVALID" in runner2.ctrl.alarms.entries
+
+
+def _stored_week(fs):
+    h = wl.Harness(fs)
+    h.run(wl.WEEK, 3 * wl.DAY)
+    h.runner.journal.close()
+    return h
+
+
+@pytest.mark.sr("SR-25")
+def test_no_readable_checkpoint_raises_storage_corrupt_and_doses_nothing():
+    fs = MemoryFS()
+    _stored_week(fs)
+    for name in st.SLOTS:
+        fs.durable[name] = fs.durable[name][:-5]  # torn
+    runner, info = st.Store(fs).recover(wl.Motor(), clock=(4 * wl.DAY, wl.DAY))
+    assert "STORAGE_CORRUPT" in runner.ctrl.alarms.entries
+    assert runner.ctrl.state == "UNPROGRAMMED" and runner.next_wake() != 0
+    assert info.problems
+
+
+@pytest.mark.sr("SR-25")
+def test_a_lost_newer_generation_raises_rollback_at_the_ledger_dose():
+    """The ledger holds a newer prescription generation than storage can rebuild
+    (a record before it was destroyed): HIGH PRESCRIPTION_ROLLBACK and basal at
+    the daily dose the ledger recorded for that generation, plans suspended."""
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK[:1], 2 * wl.HOUR)
+    res = h.confirm("set_daily_dose", {"daily_dose_ng": 110000})
+    assert res["ok"]
+    h.runner.journal.close()
+    # destroy the confirm's command record: the rx record after it survives
+    seg_names = sorted(n for n in fs.durable if n.startswith("ledger/"))
+    for name in seg_names:
+        lines = fs.durable[name].split(b"\n")
+        for i, raw in enumerate(lines):
+            if b'"name":"confirm"' in raw and b'"k":"cmd"' in raw and b"set_daily" not in raw:
+                got = st.unpack_line(raw)
+                if got and got[2]["t"] == h.now:
+                    lines[i] = raw[:-3] + b"zzz"
+        fs.durable[name] = b"\n".join(lines)
+    # and the checkpoint made after it
+    newest = max(st.SLOTS, key=lambda n: (st.read_slot(fs, n) or (0,))[0])
+    fs.durable[newest] = b"garbage"
+    runner, info = st.Store(fs).recover(wl.Motor(), clock=(h.now + 1000, 1000))
+    assert info.damaged
+    assert "PRESCRIPTION_ROLLBACK" in runner.ctrl.alarms.entries
+    assert runner.ctrl.daily_dose_ng() == 110000
+    assert runner.ctrl.rx_gen >= 4
+
+
+def test_create_refuses_a_file_system_that_holds_a_store():
+    fs = MemoryFS()
+    st.Store.create(fs, Controller())
+    with pytest.raises(st.StoreError):
+        st.Store.create(fs, Controller())
+
+
+def test_snapshot_covers_every_controller_attribute():
+    """A new controller attribute must be stored or declared volatile."""
+    names = set(Controller().__dict__)
+    known = set(snapshot.PLAIN) | set(n for n, _ in snapshot.OBJECTS)
+    known |= set(snapshot.SPECIAL) | set(snapshot.VOLATILE)
+    assert names == known
+
+
+def test_snapshot_load_rejects_a_partial_snapshot():
+    items = snapshot.save(Controller())
+    with pytest.raises(ValueError):
+        snapshot.load(items[:-1])
+    with pytest.raises(ValueError):
+        snapshot.load([["format", 99]] + items[1:])
+    with pytest.raises(ValueError):
+        snapshot.load(items + [["x"]])
+    bad = [[k, ({"x": 1} if k == "acc" else v)] for k, v in items]
+    with pytest.raises(ValueError):
+        snapshot.load(bad)
+
+
+def test_pack_line_range_checks_every_field():
+    assert st.unpack_line(st.pack_line(1, -1, '{"k":"advance","t":5}')[:-1])[0] == 1
+    for args in ((0, 0, "x"), (1, -2, "x"), (1, 0, ""), (1, 0, "a\nb"), (1, 0, "\x01"),
+                 (st.SEQ_MAX + 1, 0, "x"), (1, 0, "x" * (st.MAX_LINE + 1))):
+        with pytest.raises(ValueError):
+            st.pack_line(*args)
+
+
+_FS = {}
+
+
+def _stored_files():
+    if not _FS:
+        fs = MemoryFS()
+        h = _stored_week(fs)
+        _FS["fs"] = fs
+        _FS["gen"] = h.runner.ctrl.rx_gen
+    return _FS["fs"], _FS["gen"]
+
+
+@pytest.mark.sr("SR-25")
+@settings(deadline=None)
+@given(data=hs.data())
+def test_bit_flips_and_truncations_are_detected(data):
+    """Invariant (SR-25): any bit flip or truncation of one stored file is either
+    detected (a slot or ledger line is rejected, or a later record shows the gap)
+    or leaves a store that recovers exactly a prescription generation that was
+    written, never one that was not: the recovered generation is at most the
+    newest written, and a missing newer one raises PRESCRIPTION_ROLLBACK."""
+    fs0, newest_gen = _stored_files()
+    fs = MemoryFS()
+    fs.durable = dict(fs0.durable)
+    fs.dirs = dict(fs0.dirs)
+    name = data.draw(hs.sampled_from(sorted(fs.durable)))
+    blob = bytearray(fs.durable[name])
+    if blob and data.draw(hs.booleans()):
+        i = data.draw(hs.integers(0, len(blob) * 8 - 1))
+        blob[i // 8] ^= 1 << (i % 8)
+    else:
+        blob = blob[: data.draw(hs.integers(0, max(0, len(blob) - 1)))]
+    fs.durable[name] = bytes(blob)
+    runner, info = st.Store(fs).recover(wl.Motor(), clock=(10 * wl.DAY, wl.DAY))
+    ctrl = runner.ctrl
+    assert ctrl.rx_gen <= newest_gen
+    if ctrl.rx_gen < newest_gen and "STORAGE_CORRUPT" not in ctrl.alarms.entries:
+        assert "PRESCRIPTION_ROLLBACK" in ctrl.alarms.entries
+    if "STORAGE_CORRUPT" not in ctrl.alarms.entries:
+        assert ctrl.rx_gen == newest_gen  # the newest, or the rollback to its dose
+
+
+def test_dirfs_and_littlefs_hold_the_same_store(tmp_path):
+    """The same week on a directory and on a littlefs image recovers the same
+    controller (the adapters of itb/fs.py and testkit/lfs.py)."""
+    states = []
+    for fs in (DirFS(str(tmp_path / "board")), lfs.make()[0], MemoryFS()):
+        h = wl.Harness(fs)
+        h.run(wl.WEEK, 2 * wl.DAY)
+        h.runner.journal.close()
+        runner, info, storage = st.Store(fs).rebuild(wl.Motor())
+        states.append(_plain(runner.ctrl))
+    assert states[0] == states[1] == states[2]
+
+
+def test_memoryfs_behaves_like_littlefs_on_errors_and_power_cuts():
+    fs = MemoryFS()
+    for call in (lambda: fs.open("nodir/x", "wb"), lambda: fs.open("x", "rb"),
+                 lambda: fs.rename("x", "y"), lambda: fs.remove("x"),
+                 lambda: fs.listdir("nodir"), lambda: fs.mkdir("a/b")):
+        with pytest.raises(OSError):
+            call()
+    with pytest.raises(ValueError):
+        fs.open("x", "r+")
+    fs.mkdir("a")
+    with pytest.raises(OSError):
+        fs.mkdir("a")
+    f = fs.open("a/x", "ab")
+    f.write(b"kept")
+    f.flush()
+    f.write(b"lost")
+    fs.power_cut()
+    with pytest.raises(OSError):
+        f.write(b"x")
+    with pytest.raises(OSError):
+        f.flush()
+    f.close()
+    assert fs.open("a/x", "rb").read() == b"kept"
+    assert sorted(fs.listdir("")) == ["a"] and fs.listdir("a") == ["x"]
+    g = fs.open("a/y", "wb")
+    fs.remove("a/y")
+    g.write(b"z")
+    g.close()  # removed while open: nothing comes back
+    assert "a/y" not in fs.durable
+    r = fs.open("a/x", "rb")
+    assert r.read(2) == b"ke" and r.read() == b"pt"
+    r.close()
+
+
+def test_dirfs_round_trip(tmp_path):
+    fs = DirFS(str(tmp_path / "a" / "b"))
+    fs.mkdir("d")
+    f = fs.open("d/x", "wb")
+    f.write(b"1")
+    f.close()
+    fs.rename("d/x", "d/y")
+    assert fs.listdir("d") == ["y"]
+    fs.remove("d/y")
+    assert fs.listdir("d") == []
+
+
+def test_unreadable_slots_and_lines_are_rejected(tmp_path):
+    fs = MemoryFS()
+    assert st.read_slot(fs, "slot_a") is None
+    good = None
+    _stored_week(fs)
+    for name in st.SLOTS:
+        good = fs.durable[name]
+        for bad in (b"x\ny\nz\n", good.replace(b"ITBSLOT1", b"ITBSLOT2"),
+                    good.replace(b"END ", b"EN  "), b"\xff\n" + good):
+            fs.durable[name] = bad
+            assert st.read_slot(fs, name) is None
+        fs.durable[name] = good
+    assert st.unpack_line(b"no crc") is None
+    assert st.unpack_line(b"1 2") is None
+    body = b'0 -1 {"k":"advance","t":1}'
+    assert st.unpack_line(body + b" " + st.crc_hex(body).encode()) is None  # seq 0
+
+
+def test_hour_totals_fold_dropped_segments():
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK, 5 * wl.DAY)
+    totals = h.runner.journal.hour_totals()
+    assert totals and all(len(x) == 4 for x in totals)
+    assert sum(x[1] for x in totals) <= len(h.board.calls)
+
+
+def test_boot_creates_once_then_recovers():
+    fs = MemoryFS()
+    lines = []
+    runner, info = st.boot(fs, wl.Motor(), None, lines.append)
+    assert info is None and lines[0].startswith('{"cfg"')
+    runner.journal.close()
+    runner2, info2 = st.boot(fs, wl.Motor())
+    assert info2 is not None and info2.slot in st.SLOTS
