@@ -21,8 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "firmware"), str(ROOT)]
 
-from host_tools.testkit import lfs, workload as wl  # noqa: E402
 from itb.drugs import DeviceConfig  # noqa: E402
+
+from host_tools.testkit import lfs  # noqa: E402
+from host_tools.testkit import workload as wl  # noqa: E402
 
 CYCLES = 100000
 

@@ -6,12 +6,13 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
-
-from host_tools.testkit import lfs, workload as wl
 from itb import snapshot
 from itb import store as st
 from itb.controller import Controller
 from itb.fs import DirFS, MemoryFS
+
+from host_tools.testkit import lfs
+from host_tools.testkit import workload as wl
 
 
 def _plain(ctrl):

@@ -21,11 +21,12 @@ import json
 import os
 
 import pytest
-
-from host_tools.testkit import lfs, workload as wl
-from host_tools.testkit.model import check_trace
 from itb import store as st
 from itb.trace import encode
+
+from host_tools.testkit import lfs
+from host_tools.testkit import workload as wl
+from host_tools.testkit.model import check_trace
 
 GEOMETRY = lfs.PICO
 OUTAGE_MS = 5 * wl.MIN

@@ -89,7 +89,7 @@ class LfsFS:
             else:
                 f = self.lfs.open(path, mode, buffering=0)
         except LittleFSError as e:
-            raise OSError(5, str(e))
+            raise OSError(5, str(e)) from e
         self.files = [x for x in self.files if not x.closed]
         self.files.append(f)
         return _File(f)
@@ -118,7 +118,7 @@ def _call(fn, *args):
     try:
         return fn(*args)
     except LittleFSError as e:
-        raise OSError(5, str(e))
+        raise OSError(5, str(e)) from e
 
 
 class _File:
