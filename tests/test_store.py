@@ -107,6 +107,8 @@ def test_no_readable_checkpoint_raises_storage_corrupt_and_doses_nothing():
     _stored_week(fs)
     for name in st.SLOTS:
         fs.durable[name] = fs.durable[name][:-5]  # torn
+    for name in [n for n in fs.durable if n.startswith("ledger/")]:
+        fs.durable[name] = b"1 -1 garbage 00000000\n"  # and no ledger to go by
     runner, info = st.Store(fs).recover(wl.Motor(), clock=(4 * wl.DAY, wl.DAY))
     assert "STORAGE_CORRUPT" in runner.ctrl.alarms.entries
     assert runner.ctrl.state == "UNPROGRAMMED" and runner.next_wake() != 0
@@ -316,3 +318,31 @@ def test_boot_creates_once_then_recovers():
     runner.journal.close()
     runner2, info2 = st.boot(fs, wl.Motor())
     assert info2 is not None and info2.slot in st.SLOTS
+
+
+@pytest.mark.sr("SR-25")
+def test_no_checkpoint_but_recent_basal_continues_at_the_observed_rate():
+    """SR-25: no valid prescription, but the ledger shows basal delivery in its last
+    day: basal continues at that observed daily dose with HIGH STORAGE_CORRUPT."""
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK, 3 * wl.DAY)
+    dose = h.runner.ctrl.daily_dose_ng()
+    h.runner.journal.close()
+    for name in st.SLOTS:
+        fs.durable[name] = b""
+    runner, info = st.Store(fs).recover(wl.Motor(), clock=(3 * wl.DAY + wl.MIN, wl.MIN))
+    ctrl = runner.ctrl
+    assert "STORAGE_CORRUPT" in ctrl.alarms.entries
+    assert ctrl.state == "RUNNING" and ctrl.daily_dose_ng() == dose
+    assert ctrl.res.concentration == 2000
+    runner.advance(4 * wl.DAY)
+    assert ctrl.stroke_seq > 0
+    # a day with no basal stroke in the ledger is not "recent delivery"
+    stroke = {"k": "stroke", "t": 1, "n": 1, "src": "basal", "nl": 1, "ng_hi": 1, "ng_lo": 1}
+    recs = [(1, -1, {"k": "basal", "t": 0, "ng_day": dose, "state": "RUNNING"}),
+            (2, -1, {"k": "rx", "t": 0, "gen": 1, "ng_day": dose, "conc": 2000}),
+            (3, -1, stroke), (4, -1, {"k": "advance", "t": 2 * wl.DAY})]
+    assert st._observed_basal(recs[:3]) == (dose, 2000)
+    assert st._observed_basal(recs) is None
+    assert st._observed_basal(recs[1:]) is None

@@ -83,13 +83,23 @@ def check_cut(k, half):
     t_cut = h.now
     real = list(h.board.calls)
     inflight = h.inflight
-    lines = h.lines[: h.durable]  # the rest never left the controller (see workload)
-    h.lines = lines
-    lines.append(encode({"k": "power_cut", "t": t_cut}))
     fs, _ctx = lfs.make(GEOMETRY, buffer=ctx.buffer)
     store = st.Store(fs)
-    runner, info = store.recover(h.board, lines.append, clock=(t_cut + OUTAGE_MS, OUTAGE_MS))
+    late = []  # the recovered runner's lines, after the truth prefix below
+    runner, info = store.recover(h.board, late.append, clock=(t_cut + OUTAGE_MS, OUTAGE_MS))
     ctrl = runner.ctrl
+    # Ledger record seq n is trace line n (line 0 is the config header). Whatever
+    # was synced is recovered; a program cut short may have landed anyway (flash
+    # reports the failure after the data is in): then the controller did apply it
+    # and no stroke or answer left after it, so the truth is the recovered prefix.
+    n = 1 + info.last_seq
+    assert h.durable <= n <= len(h.lines), (k, h.durable, n, len(h.lines))
+    lines = h.lines[:n]
+    lines.append(encode({"k": "power_cut", "t": t_cut}))
+    lines.extend(late)
+    h.lines = lines
+    late.clear()
+    runner.trace = lines.append
     where = "cut at flash op %d%s (t=%d): %s" % (k, " half" if half else "", t_cut, vars(info))
     assert not info.damaged and not info.problems, where
     for code in ("PRESCRIPTION_ROLLBACK", "STORAGE_CORRUPT"):

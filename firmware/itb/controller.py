@@ -641,8 +641,13 @@ class Controller:
         filled a different concentration, the recovered reservoir and catheter
         contents are not known: the safer reading is to stop with HIGH
         STORAGE_CORRUPT (a stroke mass cannot be bounded). ``{"kind": "corrupt"}``:
-        no checkpoint was readable: nothing is known, no drug is delivered and HIGH
-        STORAGE_CORRUPT is raised (never a silent default)."""
+        no checkpoint was readable. With ``"ng_day"`` and ``"conc"`` (the ledger
+        shows recent basal delivery at that daily dose and concentration) basal
+        continues at that observed rate under HIGH STORAGE_CORRUPT: the reservoir
+        is taken as full (its measured empty is the switch, SR-19), the catheter as
+        full of that drug, the origin as the one with the smallest up-cap, default
+        caps, patient boluses off. Without them nothing is known: no drug is
+        delivered and HIGH STORAGE_CORRUPT is raised (never a silent default)."""
         self._check_time(now)
         start = self.last_now
         self.prepared = None
@@ -720,6 +725,18 @@ class Controller:
                     self.history.record(now, self.daily_dose_ng(), SEG_RUNNING)
                 return
         self._alarm("STORAGE_CORRUPT", 1, now)
+        if kind == "corrupt" and storage.get("ng_day") and self.state == UNPROGRAMMED:
+            self.res.refill(0, self.cfg.reservoir_capacity_nl, storage["conc"], 0)
+            self.path.fill(storage["conc"])
+            origin = "paediatric" if self.cfg.up_paediatric_pct <= self.cfg.up_cerebral_pct \
+                else "cerebral"
+            if self.cfg.up_spinal_pct < self.cfg.up_pct(origin):
+                origin = "spinal"
+            self._apply_program({"origin": origin, "cap_24h_ng": 0, "cap_1h_ng": 0,
+                                 "patient_bolus_ng": 0, "patient_lockout_ms": 0,
+                                 "patient_max_per_24h": 0, "screening_dose_ng": 0,
+                                 "start_rule": "us", "daily_dose_ng": storage["ng_day"]}, now)
+            return
         if self.state in (RUNNING, MIN_RATE):
             self._interrupt(now)
             self.state = STOPPED

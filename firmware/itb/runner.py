@@ -43,8 +43,8 @@ class Runner:
             line = encode(rec)
             if self.trace is not None:
                 self.trace(line)
-            if self.journal is not None:
-                self.journal.write(rec, line)
+            if self.journal is not None and self.powered:
+                self.journal.write(rec, line)  # nothing is written once power failed
 
     def _commit(self, answer=1):
         if self.journal is not None and self.powered:
@@ -186,8 +186,8 @@ class Runner:
         rec = {"k": "power_on", "t": now, "upper_ms": upper_ms, "boot_loop": boot_loop}
         if storage is not None:
             rec["storage"] = storage
-        self._out(rec)
         self.powered = True
+        self._out(rec)
         self._events(now, self.ctrl.reboot(now, upper_ms, boot_loop, storage))
         self._emit_basal()
         self.now = now

@@ -5,8 +5,9 @@ and dicts with string keys only, so it survives a JSON round trip unchanged.
 ``load(items, store)`` builds a controller from it that behaves exactly like the
 saved one (the store's recovery test compares both, field by field, and then the
 traces they produce). Everything of ``Controller.__init__`` is either here or in
-``VOLATILE`` (lost at a reset by design: a prepared command and the session, SR-15
-and SR-17); a test fails when a new attribute is in neither.
+``VOLATILE``; a test fails when a new attribute is in neither. A checkpoint is
+taken while the controller runs, so it keeps the prepared command and the session
+too: ``reboot`` is what drops them (SR-15, SR-17).
 """
 
 from itb.alarms import Alarms
@@ -24,14 +25,16 @@ PLAIN = ("state", "rx", "program", "plan", "last_now", "stroke_seq", "pending",
          "outage_slack_ms", "fault", "last_good_ms", "fault_marked", "stop_reason",
          "mri_checked", "min_rate_nl", "pb_times", "utc_offset_min", "wall_delta",
          "pre_maintenance", "heartbeat_ms", "filled_pg", "delivered_pg", "aspirated_pg",
-         "rx_gen", "prepare_seq", "id_floor")
+         "rx_gen", "prepare_seq", "id_floor", "session_until", "prepared")
 # attributes holding an object of plain-data attributes, and how to make an empty one
 OBJECTS = (("acc", lambda cfg: Accumulator(1, 1)), ("path", lambda cfg: FluidPath(0)),
            ("res", lambda cfg: Reservoir(0)), ("window", lambda cfg: WindowLog()),
            ("history", lambda cfg: BasalHistory()), ("alarms", lambda cfg: Alarms(0)))
 # handled on their own: cfg (its fields), overlays (a list of objects), seen/seen_order
 SPECIAL = ("cfg", "overlays", "seen", "seen_order")
-VOLATILE = ("store", "session_until", "prepared", "projecting", "_pending_events")
+# not state: the audit sink, a flag set only inside a projection, events drained
+# before every call returns
+VOLATILE = ("store", "projecting", "_pending_events")
 
 
 def save(ctrl):

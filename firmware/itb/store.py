@@ -455,6 +455,10 @@ class Store:
         if storage is not None:  # nothing replayed: continue after every record
             expected = max([r[0] for r in records if r is not None] + [0]) + 1
             last_rtc = max([r[1] for r in records if r is not None] + [-1])
+            last_t = max([r[2]["t"] for r in records if r is not None] + [0])
+            observed = _observed_basal(records)
+            if observed is not None:
+                storage["ng_day"], storage["conc"] = observed
         info.last_seq = expected - 1
         info.last_t = max(last_t, ctrl.last_now)
         info.last_rtc_ms = last_rtc
@@ -518,6 +522,33 @@ def boot(fs, board, config=None, trace=None, rtc_now_ms=None, boot_loop=0):
             trace(encode({"k": "config", "t": 0, "cfg": config or {}}))
         return Runner(ctrl, board, trace, store), None
     return Store(fs).recover(board, trace, rtc_now_ms, boot_loop)
+
+
+def _observed_basal(records):
+    """SR-25, no valid checkpoint: ``(ng_day, conc)`` when the ledger shows basal
+    delivery in its last day (the newest basal record is RUNNING at a daily dose
+    and a stroke of the newest prescription's concentration followed it within
+    24 h of the last record), else None."""
+    last = None
+    conc = None
+    stroke_t = -1
+    end = 0
+    for got in records:
+        if got is None:
+            continue
+        rec = got[2]
+        end = max(end, rec["t"])
+        if rec["k"] == "basal":
+            last = rec
+        elif rec["k"] == "rx":
+            conc = rec["conc"]
+        elif rec["k"] == "stroke" and rec["src"] == "basal":
+            stroke_t = rec["t"]
+    if last is None or conc is None or last["state"] != "RUNNING" or last["ng_day"] <= 0:
+        return None
+    if stroke_t < 0 or stroke_t < end - DAY_MS:
+        return None
+    return last["ng_day"], conc
 
 
 def _gen_key(slot):

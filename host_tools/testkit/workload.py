@@ -40,7 +40,7 @@ class Harness:
         self.board = Motor()
         self.lines = []
         self.runner, _ = st.boot(fs, self.board, config, self.lines.append)
-        self.durable = len(self.lines)  # trace lines up to the last successful sync
+        self.durable = 1  # trace lines up to the last successful sync (the config header)
         store = self.runner.journal
         sync = store.sync
 
@@ -83,8 +83,11 @@ class Harness:
         self.now = max(self.now, t)
 
     def run(self, script, until):
-        """Run ``script`` (``[(t_ms, fn(harness)), ...]`` in time order) to ``until``."""
+        """Run ``script`` (``[(t_ms, fn(harness)), ...]`` in time order) to ``until``
+        (events after it are not run)."""
         for t, fn in script:
+            if t > until:
+                break
             self.run_to(t)
             fn(self)
         self.run_to(until)
