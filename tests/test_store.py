@@ -144,6 +144,16 @@ def test_a_lost_newer_generation_raises_rollback_at_the_ledger_dose():
     assert "PRESCRIPTION_ROLLBACK" in runner.ctrl.alarms.entries
     assert runner.ctrl.daily_dose_ng() == 110000
     assert runner.ctrl.rx_gen >= 4
+    # the next boot replays what came after the first one, past the old damage
+    h.runner, h.now = runner, h.now + 2000
+    assert h.command("acknowledge", {"code": "all"})["ok"]
+    assert h.confirm("set_daily_dose", {"daily_dose_ng": 120000})["ok"]
+    gen = runner.ctrl.rx_gen
+    runner.power_cut(h.now)
+    fs.power_cut()
+    again, info2 = st.Store(fs).recover(wl.Motor(), clock=(h.now + 1000, 1000))
+    assert again.ctrl.rx_gen == gen and again.ctrl.daily_dose_ng() == 120000
+    assert "PRESCRIPTION_ROLLBACK" not in again.ctrl.alarms.entries
 
 
 def test_create_refuses_a_file_system_that_holds_a_store():

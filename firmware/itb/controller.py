@@ -903,6 +903,9 @@ class Controller:
         # SR-25: the ledger records every accepted generation with what it set, so
         # boot can tell a rolled-back prescription slot from the newest one
         self.rx_gen += 1
+        # SR-25: a clinician confirmed a prescription: storage faults are over
+        self._alarm("PRESCRIPTION_ROLLBACK", 0, now)
+        self._alarm("STORAGE_CORRUPT", 0, now)
         self.store.append({"k": "rx", "t": now, "gen": self.rx_gen, "name": p[1],
                            "ng_day": self.daily_dose_ng(), "conc": self.res.concentration,
                            "state": self.state})

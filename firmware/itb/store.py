@@ -117,6 +117,7 @@ def outage_bounds(last_rtc_ms, rtc_now_ms):
 
 
 def _read_lines(fs, path):
+    """The lines of a small file (a ledger segment, the hour totals)."""
     f = fs.open(path, "rb")
     try:
         data = f.read()
@@ -125,31 +126,59 @@ def _read_lines(fs, path):
     return data.split(b"\n")
 
 
-def read_slot(fs, name):
-    """``(gen, seq, items)`` of a checkpoint slot, or None if it is missing, torn
-    or corrupt (any CRC or shape error)."""
+def _lines(fs, path, chunk=512):
+    """Yield the lines of a file (bytes, without newline; the last one may be
+    empty or torn) reading ``chunk`` bytes at a time: a checkpoint is never held
+    whole in memory (small heap)."""
+    f = fs.open(path, "rb")
     try:
-        lines = _read_lines(fs, name)
-    except OSError:
-        return None
-    if len(lines) < 3 or lines[-1] != b"":
-        return None
+        rest = b""
+        while True:
+            data = f.read(chunk)
+            if not data:
+                break
+            rest += data
+            parts = rest.split(b"\n")
+            rest = parts.pop()
+            for raw in parts:
+                yield raw
+        yield rest
+    finally:
+        f.close()
+
+
+def read_slot(fs, name, load=1):
+    """``(gen, seq, items)`` of a checkpoint slot (``items`` None unless ``load``),
+    or None if it is missing, torn or corrupt (any CRC or shape error)."""
+    gen = seq = -1
+    items = [] if load else None
     crc = 0
-    for raw in lines[:-2]:
-        crc = binascii.crc32(raw + b"\n", crc)
+    n = 0
+    end = None
     try:
-        end = lines[-2].decode().split(" ")
-        head = lines[0].decode().split(" ")
-        if len(end) != 3 or end[0] != "END" or int(end[1]) != len(lines) - 3:
+        for raw in _lines(fs, name):
+            if end is not None:
+                if raw:
+                    return None  # bytes after the END line
+                continue
+            if raw.startswith(b"END "):
+                end = raw.decode().split(" ")
+                continue
+            crc = binascii.crc32(raw + b"\n", crc)
+            if n == 0:
+                head = raw.decode().split(" ")
+                if len(head) != 3 or head[0] != MAGIC:
+                    return None
+                gen = int(head[1])
+                seq = int(head[2])
+            elif load:
+                items.append(json.loads(raw))
+            n += 1
+        if end is None or len(end) != 3 or int(end[1]) != n - 1:
             return None
         if end[2] != "%08x" % (crc & 0xFFFFFFFF):
             return None
-        if len(head) != 3 or head[0] != MAGIC:
-            return None
-        gen = int(head[1])
-        seq = int(head[2])
-        items = [json.loads(raw) for raw in lines[1:-2]]
-    except (ValueError, UnicodeError, IndexError):
+    except (OSError, ValueError, UnicodeError, IndexError):
         return None
     if gen < 1 or seq < 0:
         return None
@@ -334,7 +363,7 @@ class Store:
         names = self.fs.listdir("")
         size = 0
         if HOURS in names:
-            size = len(_read_lines(self.fs, HOURS)) * 40
+            size = sum(len(raw) + 1 for raw in _read_lines(self.fs, HOURS))
         if size >= HOURS_BYTES:
             self.fs.rename(HOURS, HOURS + ".1")
         f = self.fs.open(HOURS, "ab")
@@ -358,39 +387,44 @@ class Store:
         return out
 
     # ------------------------------------------------------------------ recovery
-    def scan(self):
-        """Read both slots and every ledger line. Returns ``(info, slots, records)``:
-        ``slots`` = valid ``(gen, seq, items, name)`` newest first, ``records`` =
-        valid ledger records ``(seq, rtc, rec)`` in file order."""
-        info = Recovery()
-        slots = []
+    def slots(self):
+        """Valid checkpoints ``[(gen, seq, name), ...]``, newest first (checked
+        whole, CRC included, without keeping their contents)."""
+        found = []
         for name in SLOTS:
-            got = read_slot(self.fs, name)
-            if got is None:
-                if name in self.fs.listdir(""):
-                    info.problems.append("slot %s is corrupt" % name)
-            else:
-                slots.append((got[0], got[1], got[2], name))
-        slots.sort(key=_gen_key, reverse=True)
-        if slots:
-            info.newest_gen, info.newest_slot = slots[0][0], slots[0][3]
-        records = []
+            got = read_slot(self.fs, name, 0)
+            if got is not None:
+                found.append((got[0], got[1], name))
+        found.sort(key=_gen_key, reverse=True)
+        return found
+
+    def records(self):
+        """Yield every ledger line in file order: ``(seq, rtc_ms, record)``, or
+        None for a torn or corrupt line."""
+        if LEDGER not in self.fs.listdir(""):
+            return
+        for seg in self._segments():
+            for raw in _read_lines(self.fs, LEDGER + "/" + seg):
+                if raw:
+                    yield unpack_line(raw)
+
+    def scan(self):
+        """One pass over storage: ``(info, slots)`` with ``info.newest_rx``, the
+        newest slot and the problems found filled in."""
+        info = Recovery()
+        slots = self.slots()
         names = self.fs.listdir("")
-        if LEDGER in names:
-            for seg in self._segments():
-                for raw in _read_lines(self.fs, LEDGER + "/" + seg):
-                    if not raw:
-                        continue
-                    got = unpack_line(raw)
-                    if got is None:
-                        records.append(None)  # a torn or corrupt line
-                    else:
-                        records.append(got)
-                        rec = got[2]
-                        if rec["k"] == "rx" and (info.newest_rx is None or
-                                                 rec["gen"] > info.newest_rx[0]):
-                            info.newest_rx = [rec["gen"], rec["ng_day"], rec["conc"]]
-        return info, slots, records
+        for name in SLOTS:
+            if name in names and name not in [x[2] for x in slots]:
+                info.problems.append("slot %s is corrupt" % name)
+        if slots:
+            info.newest_gen, info.newest_slot = slots[0][0], slots[0][2]
+        for got in self.records():
+            if got is not None and got[2]["k"] == "rx":
+                rec = got[2]
+                if info.newest_rx is None or rec["gen"] > info.newest_rx[0]:
+                    info.newest_rx = [rec["gen"], rec["ng_day"], rec["conc"]]
+        return info, slots
 
     def rebuild(self, board):
         """Rebuild the controller from storage: ``(runner, info, storage)``, the
@@ -405,14 +439,17 @@ class Store:
         from itb.runner import JournalReplayer, Runner
 
         try:
-            info, slots, records = self.scan()
+            info, slots = self.scan()
         except OSError as e:
             raise StoreError("cannot read the store: %s" % e)
         storage = None
         ctrl = None
-        for gen, seq, items, name in slots:
+        for gen, seq, name in slots:
+            got = read_slot(self.fs, name)
+            if got is None:  # pragma: no cover - it was valid a moment ago
+                continue
             try:
-                ctrl = snapshot.load(items)
+                ctrl = snapshot.load(got[2])
             except (ValueError, TypeError, KeyError, IndexError) as e:
                 info.problems.append("slot %s does not load: %s" % (name, e))
                 continue
@@ -427,15 +464,16 @@ class Store:
         expected = info.seq + 1
         last_t = ctrl.last_now
         last_rtc = -1
-        for got in records:
+        for got in self.records() if storage is None else ():
             if got is None:
                 continue  # torn or corrupt: a gap shows in the sequence numbers
             seq, rtc, rec = got
             if seq != expected:
+                # older: in the checkpoint already. Newer: records before it were
+                # lost; it is not used (a recovery after such a gap goes on at the
+                # gap's seq in a later segment, which is read after it)
                 if seq > expected:
-                    info.damaged = 1  # records were lost: nothing after them is used
-                continue  # older: in the checkpoint; or after a gap
-            if info.damaged or storage is not None:
+                    info.damaged = 1
                 continue
             try:
                 rep.feed(rec)
@@ -453,10 +491,12 @@ class Store:
                 last_rtc = rec["utc_ms"]  # written before the controller took it
         rep.finish()
         if storage is not None:  # nothing replayed: continue after every record
-            expected = max([r[0] for r in records if r is not None] + [0]) + 1
-            last_rtc = max([r[1] for r in records if r is not None] + [-1])
-            last_t = max([r[2]["t"] for r in records if r is not None] + [0])
-            observed = _observed_basal(records)
+            for got in self.records():
+                if got is not None:
+                    expected = max(expected, got[0] + 1)
+                    last_rtc = max(last_rtc, got[1])
+                    last_t = max(last_t, got[2]["t"])
+            observed = _observed_basal(self.records())
             if observed is not None:
                 storage["ng_day"], storage["conc"] = observed
         info.last_seq = expected - 1
