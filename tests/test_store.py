@@ -356,3 +356,180 @@ def test_no_checkpoint_but_recent_basal_continues_at_the_observed_rate():
     assert st._observed_basal(recs[:3]) == (dose, 2000)
     assert st._observed_basal(recs) is None
     assert st._observed_basal(recs[1:]) is None
+
+
+# ---------------------------------------------------------------- attack findings
+def _corrupt_line_after_checkpoint(fs, offset):
+    """Flip the CRC of the ledger line ``offset`` records after the newest slot."""
+    cp_seq = max(st.read_slot(fs, n)[:2] for n in st.SLOTS if st.read_slot(fs, n))[1]
+    for name in sorted(n for n in fs.durable if n.startswith("ledger/")):
+        lines = fs.durable[name].split(b"\n")
+        for i, raw in enumerate(lines):
+            got = st.unpack_line(raw) if raw else None
+            if got and got[0] == cp_seq + offset:
+                lines[i] = raw[:-1] + (b"0" if raw[-1:] != b"0" else b"1")
+                fs.durable[name] = b"\n".join(lines)
+                return
+    raise AssertionError("no ledger line %d after the checkpoint" % offset)
+
+
+def _gap_store():
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK[:1], 2 * wl.HOUR)
+    h.run_to(h.now + 10 * wl.MIN)
+    res = h.command("patient_bolus", {}, "patient")
+    assert res["ok"]
+    h.run_to(h.now + 30 * wl.MIN)
+    h.runner.journal.sync()
+    h.runner.power_cut(h.now)
+    fs.power_cut()
+    _corrupt_line_after_checkpoint(fs, 2)
+    return fs, h, res["id"]
+
+
+@pytest.mark.sr("SR-25", "SR-26", "SR-29")
+def test_a_ledger_gap_raises_storage_corrupt_and_still_counts_what_follows():
+    """Attack finding: one corrupt ledger line silently dropped every later record,
+    and a patient bolus was applied again. Records after a gap are counted (window,
+    command ids, patient-bolus lockout) and HIGH STORAGE_CORRUPT is raised."""
+    fs, h, pb_id = _gap_store()
+    live = h.runner.ctrl
+    win = live.window.sums(h.now)[0]
+    runner, info = st.Store(fs).recover(h.board, clock=(h.now + 1000, 1000))
+    c = runner.ctrl
+    assert info.damaged and "STORAGE_CORRUPT" in c.alarms.entries
+    assert c.window.sums(runner.now)[0] >= win
+    assert c.stroke_seq >= live.stroke_seq and c.pb_times == live.pb_times
+    h.runner, h.now = runner, runner.now
+    again = h.command("patient_bolus", {}, "patient", cid=pb_id)
+    assert again.get("replayed") == 1
+    assert h.command("patient_bolus", {}, "patient")["reason"] == "LOCKOUT"
+
+
+@pytest.mark.sr("SR-25", "SR-26")
+def test_boots_after_a_gap_never_reuse_sequence_numbers_and_stay_bounded():
+    """Attack finding: after a gap the next records reused sequence numbers, the
+    same bolus id was applied at every boot and the ledger grew without bound."""
+    fs, h, pb_id = _gap_store()
+    runner, info = st.Store(fs).recover(h.board, clock=(h.now + 1000, 1000))
+    assert info.damaged
+    for boot in range(12):
+        h.runner, h.now = runner, runner.now
+        assert h.command("patient_bolus", {}, "patient", cid=pb_id).get("replayed") == 1
+        h.run_to(h.now + 6 * wl.HOUR)
+        runner.power_cut(h.now)
+        fs.power_cut()
+        runner, info = st.Store(fs).recover(h.board, clock=(h.now + 1000, 1000))
+        assert not info.damaged, (boot, vars(info))
+    assert len(runner.ctrl.pb_times) <= 1
+    assert runner.ctrl.stroke_seq == len(h.board.calls)
+    ledger = sum(len(v) for k, v in fs.durable.items() if k.startswith("ledger/"))
+    assert ledger <= 2 * st.CHECKPOINT_BYTES + 4 * st.SEGMENT_BYTES
+
+
+@pytest.mark.sr("SR-25")
+def test_an_empty_segment_does_not_stop_segments_from_being_dropped():
+    """Attack finding: a segment created just before a power cut (empty) stopped
+    all later dropping, so the ledger grew without bound."""
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK[:1], wl.HOUR)
+    fs.durable["ledger/0000000999"] = b""  # numbered after the current ones
+    store = h.runner.journal
+    store.seg_no = 1000
+    store.close()
+    h.run_to(4 * wl.DAY)
+    ledger = sum(len(v) for k, v in fs.durable.items() if k.startswith("ledger/"))
+    assert "ledger/0000000999" not in fs.durable
+    assert ledger <= 2 * st.CHECKPOINT_BYTES + 4 * st.SEGMENT_BYTES
+
+
+@pytest.mark.sr("SR-23")
+def test_an_rtc_made_invalid_before_the_cut_gives_a_zero_lower_bound():
+    """Attack finding: the last *valid* RTC stamp was used after the RTC became
+    invalid, moving the therapy clock ahead by the time since (windows emptied)."""
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK[:1], wl.HOUR)
+    h.runner.set_rtc(h.now, 1_700_000_000_000)
+    h.run_to(3 * wl.HOUR)
+    h.runner.set_rtc(h.now, None)
+    h.run_to(23 * wl.HOUR)
+    win = h.runner.ctrl.window.sums(h.now)[0]
+    h.runner.power_cut(h.now)
+    fs.power_cut()
+    runner, info = st.Store(fs).recover(h.board, rtc_now_ms=1_700_000_000_000 + 24 * wl.HOUR)
+    assert info.last_rtc_ms == -1 and runner.now <= h.now
+    assert runner.ctrl.window.sums(runner.now)[0] == win
+
+
+@pytest.mark.sr("SR-23", "SR-11")
+def test_a_short_outage_right_after_a_checkpoint_is_measured_by_the_rtc():
+    """Attack finding: right after a checkpoint no record carried the RTC, so a
+    1-minute outage counted as unknown (dose halved, CLOCK_INVALID)."""
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK[:1], wl.HOUR)
+    h.runner.set_rtc(h.now, 1_700_000_000_000 + h.now)
+    h.run_to(3 * wl.HOUR)
+    assert h.confirm("set_daily_dose", {"daily_dose_ng": 110000})["ok"]  # checkpoint
+    h.runner.power_cut(h.now)
+    fs.power_cut()
+    runner, info = st.Store(fs).recover(h.board, rtc_now_ms=1_700_000_000_000 + h.now + wl.MIN)
+    assert runner.ctrl.daily_dose_ng() == 110000
+    assert "CLOCK_INVALID" not in runner.ctrl.alarms.entries
+    assert runner.now == h.now + wl.MIN
+
+
+@pytest.mark.sr("SR-25", "SR-26")
+def test_without_a_checkpoint_the_ledger_strokes_still_count_and_the_next_boot_agrees():
+    """Attack finding: the no-checkpoint fallback forgot the 24 h window, and the
+    next boot flipped the dose to a 'rollback' of an older ledger generation."""
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK, 3 * wl.DAY)
+    win = h.runner.ctrl.window.sums(h.now)[0]
+    dose = h.runner.ctrl.daily_dose_ng()
+    h.runner.journal.close()
+    for name in st.SLOTS:
+        fs.durable[name] = b"x"
+    runner, info = st.Store(fs).recover(h.board, clock=(h.now + wl.MIN, wl.MIN))
+    assert runner.ctrl.window.sums(runner.now)[0] >= win
+    runner.power_cut(runner.now)
+    fs.power_cut()
+    again, info2 = st.Store(fs).recover(h.board, clock=(runner.now + wl.MIN, wl.MIN))
+    assert again.ctrl.daily_dose_ng() == dose
+    assert "PRESCRIPTION_ROLLBACK" not in again.ctrl.alarms.entries
+
+
+@pytest.mark.sr("SR-14", "SR-1")
+@pytest.mark.parametrize("args", [{"reason": "x" * 5000}, {"daily_dose_ng": 10**4200},
+                                  {"daily_dose_ng": 10**5000}])
+def test_a_command_too_long_to_record_is_refused_and_changes_nothing(args):
+    """Attack finding: such commands raised out of Runner.command (unanswered)."""
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK[:1], wl.HOUR)
+    before = h.runner.ctrl.therapy_state()
+    audits = h.runner.ctrl.store.count
+    res = h.command("prepare", {"command": "stop", "args": args})
+    assert res["ok"] == 0 and res["reason"] == "BAD_ARGUMENT" and "too long" in res["message"]
+    assert h.runner.ctrl.therapy_state() == before
+    assert h.runner.ctrl.store.count == audits + 1
+    assert h.command("patient_bolus", {}, "patient")["reason"] != "INTERNAL"
+
+
+def test_boot_never_creates_over_leftovers_of_a_store():
+    """Attack finding: with the slots and ledger gone but hour totals left, boot
+    created a fresh controller silently; a first boot cut before anything was
+    durable must create the store at the next boot, not report corruption."""
+    fs = MemoryFS()
+    fs.durable["hours"] = b"H 1 1 1 1 00000000\n"
+    runner, info = st.boot(fs, wl.Motor())
+    assert info is not None and "STORAGE_CORRUPT" in runner.ctrl.alarms.entries
+    fresh = MemoryFS()
+    fresh.mkdir(st.LEDGER)
+    fresh.durable["ledger/0000000001"] = b""  # created, power lost before a sync
+    runner, info = st.boot(fresh, wl.Motor())
+    assert info is None and "STORAGE_CORRUPT" not in runner.ctrl.alarms.entries

@@ -713,8 +713,39 @@ class Controller:
         self._reservoir_alarms(now)
         return self.drain_events()
 
+    def salvage(self, rec):
+        """Boot recovery (``store.py``) found ledger record ``rec`` after a gap: it
+        cannot be replayed, but what it proves must hold (SR-26). A stroke intent
+        counts as delivered for the caps (and comes out of the reservoir estimate,
+        the safe direction for its alarms); a command's result is remembered so a
+        retry with its id is answered, never applied again, and an accepted patient
+        bolus counts for its lockout and daily maximum (SR-29)."""
+        k = rec.get("k")
+        if k == "stroke":
+            t = rec["t"]
+            if self.window.t and t < self.window.t[-1]:
+                t = self.window.t[-1]
+            self.window.add(t, rec["ng_hi"])
+            self.res.delivered_nl += rec["nl"]
+            if rec["n"] > self.stroke_seq:
+                self.stroke_seq = rec["n"]
+        elif k == "result":
+            cid = rec.get("id")
+            if type(cid) is int and 1 <= cid <= ID_MAX and cid not in self.seen:
+                res = dict(rec)
+                del res["k"]
+                del res["t"]
+                self._remember(cid, res)
+                if res.get("ok") and res.get("name") == "patient_bolus":
+                    self.pb_times = self.pb_times + [rec["t"]]  # SR-29 lockout
+
     def _storage_fault(self, storage, now):
         kind = storage.get("kind")
+        if kind == "gap":
+            # records were lost between replayed ones: the state is the one before
+            # the gap plus what the later records prove (salvage); say so
+            self._alarm("STORAGE_CORRUPT", 1, now)
+            return
         if kind == "rollback":
             self._alarm("PRESCRIPTION_ROLLBACK", 1, now)
             self.rx_gen = max(self.rx_gen, storage["gen"])
@@ -725,6 +756,10 @@ class Controller:
                     self.history.record(now, self.daily_dose_ng(), SEG_RUNNING)
                 return
         self._alarm("STORAGE_CORRUPT", 1, now)
+        if kind == "corrupt":
+            # the generations the ledger recorded are spent: the next clinician
+            # confirm is newer than all of them (no false rollback at the next boot)
+            self.rx_gen = max(self.rx_gen, storage.get("gen", 0))
         if kind == "corrupt" and storage.get("ng_day") and self.state == UNPROGRAMMED:
             self.res.refill(0, self.cfg.reservoir_capacity_nl, storage["conc"], 0)
             self.path.fill(storage["conc"])
@@ -821,6 +856,17 @@ class Controller:
             self._remember(cid, res)
         if res["ok"] and command.get("role") == cmds.CLINICIAN:
             self.session_until = now + self.cfg.session_timeout_ms
+        self._audit(now, res["id"], res["name"], res)
+        return res
+
+    def refuse_unrecorded(self, command, now, message):
+        """Refuse ``command`` without looking at it (the runner could not record
+        it whole): BAD_ARGUMENT, one audit record, no state change (SR-14)."""
+        cid = command.get("id") if type(command) is dict else None
+        name = command.get("name") if type(command) is dict else None
+        res = {"ok": 0, "reason": "BAD_ARGUMENT", "message": message,
+               "id": cid if type(cid) is int and 0 <= cid <= ID_MAX else 0,
+               "name": name if type(name) is str and name in cmds.COMMANDS else "?"}
         self._audit(now, res["id"], res["name"], res)
         return res
 

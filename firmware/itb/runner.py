@@ -17,6 +17,11 @@ from itb.controller import MAX_T, Controller
 from itb.trace import decode, encode
 
 
+# The ledger (store.py) holds records of up to 4096 characters; a command record
+# stays well below so its result (which may quote the command) fits too.
+MAX_COMMAND_CHARS = 2048
+
+
 class PoweredOff(Exception):
     """The runner is powered off: only ``power_on`` is accepted."""
 
@@ -138,7 +143,17 @@ class Runner:
         if type(now) is int and self.ctrl.last_now <= now <= MAX_T:
             self._catch_up(now)  # a stale time goes to handle(), which refuses it (SR-23)
         self._live()  # power may have failed during a stroke on the way
-        self._out({"k": "cmd", "t": now, "cmd": command})
+        rec = {"k": "cmd", "t": now, "cmd": command}
+        try:
+            size = len(encode(rec))
+        except ValueError:  # an integer too long to write out (CPython)
+            size = MAX_COMMAND_CHARS + 1
+        if size > MAX_COMMAND_CHARS:
+            # SR-14: refused before the controller sees it: a command that cannot
+            # be recorded whole is never applied (one audit record, not traced)
+            return self.ctrl.refuse_unrecorded(command, now, "command too long to record"
+                                               " (at most %d characters)" % MAX_COMMAND_CHARS)
+        self._out(rec)
         res = self.ctrl.handle(command, now)
         out = dict(res)
         out["k"] = "result"

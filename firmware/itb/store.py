@@ -40,7 +40,7 @@ import binascii
 import json
 
 from itb import snapshot
-from itb.trace import decode, encode
+from itb.trace import INPUT_KINDS, decode, encode
 
 SLOTS = ("slot_a", "slot_b")
 TMP = "slot.tmp"
@@ -204,6 +204,7 @@ class Recovery:
         self.newest_rx = None
         self.newest_gen = 0  # of the newest valid slot, and its name
         self.newest_slot = None
+        self.salvaged = 0  # records after a gap, counted but not replayed
         self.problems = []
 
 
@@ -233,13 +234,17 @@ class Store:
     @classmethod
     def create(cls, fs, controller):
         """Lay out an empty store holding ``controller``'s state as checkpoint 1.
-        Raises StoreError if the file system already holds a store (a boot must
-        recover it, never format over it)."""
+        Raises StoreError if the file system holds anything of a store (a boot
+        must recover it, never format over it, SR-25); leftovers of a first boot
+        that lost power before anything was durable are cleared."""
+        if holds_store(fs):
+            raise StoreError("file system already holds a store: recover it")
         names = fs.listdir("")
-        for name in SLOTS + (LEDGER,):
-            if name in names:
-                raise StoreError("file system already holds a store (%s): recover it" % name)
-        fs.mkdir(LEDGER)
+        if LEDGER in names:
+            for seg in fs.listdir(LEDGER):
+                fs.remove(LEDGER + "/" + seg)  # empty: nothing was ever durable
+        else:
+            fs.mkdir(LEDGER)
         store = cls(fs)
         store.checkpoint(controller)
         return store
@@ -329,16 +334,24 @@ class Store:
         self._drop_segments()
 
     def _drop_segments(self):
-        # a segment is dropped when the next one starts at or before the older
-        # checkpoint: then both checkpoints hold all of its records
+        # A segment is dropped when a later one starts at or before the older
+        # checkpoint: then both checkpoints hold all of its records. A segment with
+        # no readable record (created, then the power failed) proves nothing and
+        # does not stop the ones before it from going.
         keep_after = self.cp_seq[1]
         segs = self._segments()
-        for i in range(len(segs) - 1):
-            first = _first_seq(self.fs, LEDGER + "/" + segs[i + 1])
-            if first is None or first - 1 > keep_after:
-                break
-            self._fold(LEDGER + "/" + segs[i])
-            self.fs.remove(LEDGER + "/" + segs[i])
+        firsts = [_first_seq(self.fs, LEDGER + "/" + name) for name in segs]
+        nxt = None  # first seq of the nearest later segment that has one
+        droppable = [0] * len(segs)
+        for i in range(len(segs) - 1, -1, -1):
+            if nxt is not None and nxt - 1 <= keep_after:
+                droppable[i] = 1
+            if firsts[i] is not None:
+                nxt = firsts[i]
+        for i in range(len(segs)):
+            if droppable[i]:
+                self._fold(LEDGER + "/" + segs[i])
+                self.fs.remove(LEDGER + "/" + segs[i])
 
     def _fold(self, path):
         # per-hour totals of the strokes in a segment about to be removed (an audit
@@ -463,50 +476,70 @@ class Store:
         rep = JournalReplayer(runner)
         expected = info.seq + 1
         last_t = ctrl.last_now
-        last_rtc = -1
+        # SR-23: the wall clock at the last durable record (the checkpoint's own
+        # time when no record follows it), -1 when unknown there
+        last_rtc = -1 if ctrl.wall_delta is None else ctrl.last_now + ctrl.wall_delta
+        top = info.seq  # the largest seq on disk: new records go above it
+        tail = []
         for got in self.records() if storage is None else ():
-            if got is None:
-                continue  # torn or corrupt: a gap shows in the sequence numbers
+            if got is None or got[0] != expected:
+                continue  # torn or corrupt, older (in the checkpoint) or after a gap
             seq, rtc, rec = got
-            if seq != expected:
-                # older: in the checkpoint already. Newer: records before it were
-                # lost; it is not used (a recovery after such a gap goes on at the
-                # gap's seq in a later segment, which is read after it)
-                if seq > expected:
-                    info.damaged = 1
-                continue
             try:
                 rep.feed(rec)
             except Exception as e:  # a record the code cannot replay: damage
                 info.problems.append("ledger seq %d does not replay: %s" % (seq, e))
-                info.damaged = 1
-                continue
+                break
             expected = seq + 1
             info.replayed += 1
-            if rec["t"] > last_t:
-                last_t = rec["t"]
-            if rtc >= 0:
+            last_t = max(last_t, rec["t"])
+            last_rtc = rtc
+            if rec["k"] == "stroke":
+                tail.append(rec)  # intents whose causing input is not yet read
+            elif rec["k"] in INPUT_KINDS:
+                tail = []
+            if rec["k"] == "rtc":
+                # written before the controller took the new clock
+                last_rtc = -1 if rec["utc_ms"] is None else rec["utc_ms"]
+        try:
+            rep.finish()
+        except Exception as e:  # outcomes that do not fit: the intents still count
+            info.problems.append("ledger tail does not replay: %s" % e)
+            info.damaged = 1
+            runner.powered = False
+            runner.board = board
+            for rec in tail:
+                ctrl.salvage(rec)  # SR-26: their intents were durable
+        # Records past the replayed ones (after a gap, or with no checkpoint to
+        # replay them on) cannot be replayed, but what they prove still holds
+        for got in self.records():
+            if got is None:
+                continue
+            seq, rtc, rec = got
+            top = max(top, seq)
+            if seq >= expected and (storage is not None or seq > info.seq):
+                info.damaged = 1
+                ctrl.salvage(rec)  # SR-26
+                info.salvaged += 1
+                last_t = max(last_t, rec["t"])
                 last_rtc = rtc
-            if rec["k"] == "rtc" and rec["utc_ms"] is not None:
-                last_rtc = rec["utc_ms"]  # written before the controller took it
-        rep.finish()
-        if storage is not None:  # nothing replayed: continue after every record
-            for got in self.records():
-                if got is not None:
-                    expected = max(expected, got[0] + 1)
-                    last_rtc = max(last_rtc, got[1])
-                    last_t = max(last_t, got[2]["t"])
+        if storage is not None:
             observed = _observed_basal(self.records())
             if observed is not None:
                 storage["ng_day"], storage["conc"] = observed
-        info.last_seq = expected - 1
+            if info.newest_rx is not None:
+                storage["gen"] = info.newest_rx[0]
+        info.last_seq = top
         info.last_t = max(last_t, ctrl.last_now)
         info.last_rtc_ms = last_rtc
         if storage is None and info.newest_rx is not None and info.newest_rx[0] > ctrl.rx_gen:
             storage = {"kind": "rollback", "gen": info.newest_rx[0],
                        "ng_day": info.newest_rx[1], "conc": info.newest_rx[2]}
+        if storage is None and info.damaged:
+            storage = {"kind": "gap"}
         if info.damaged:
-            info.problems.append("ledger damaged after seq %d" % info.last_seq)
+            info.problems.append("ledger damaged: %d record(s) after a gap counted, not"
+                                 " replayed" % info.salvaged)
         return runner, info, storage
 
     def recover(self, board, trace=None, rtc_now_ms=None, boot_loop=0, clock=None):
@@ -544,18 +577,33 @@ class Store:
         return runner, info
 
 
+def holds_store(fs):
+    """True if ``fs`` holds anything a store wrote that could matter: a slot (even
+    a corrupt one), hour totals, or a ledger segment with any bytes. A file system
+    with only an empty ledger directory or segment (a first boot cut before its
+    first checkpoint) holds nothing."""
+    names = fs.listdir("")
+    for name in SLOTS + (HOURS, HOURS + ".1"):
+        if name in names:
+            return True
+    if LEDGER in names:
+        for seg in fs.listdir(LEDGER):
+            if _read_lines(fs, LEDGER + "/" + seg) != [b""]:
+                return True
+    return False
+
+
 def boot(fs, board, config=None, trace=None, rtc_now_ms=None, boot_loop=0):
     """Start the controller on file system ``fs``: recover the store it holds, or
     create one (with a fresh controller for ``config``) on a file system holding
-    no store at all. Never formats over a store it cannot read: that recovers
-    with STORAGE_CORRUPT. Returns ``(runner, info)``; ``info`` is None when the
+    no store at all (``holds_store``). Never formats over a store it cannot
+    read: that recovers with STORAGE_CORRUPT. Returns ``(runner, info)``; ``info`` is None when the
     store was created."""
     from itb.controller import Controller
     from itb.runner import Runner
     from itb.trace import encode
 
-    names = fs.listdir("")
-    if not [n for n in names if n in SLOTS or n == LEDGER]:
+    if not holds_store(fs):
         ctrl = Controller(config)
         store = Store.create(fs, ctrl)
         if trace is not None:
