@@ -7,7 +7,8 @@ sets ``block_cycles`` 100, ``cache_size`` 4 x max(read, prog) and read size and
 lookahead 32): 1408 KiB in 4 KiB erase blocks.
 
 ``FlashContext`` is the block device: it counts programmed bytes, program
-operations and erases per block, and can cut
+operations and erases per block, can log every operation (``log``, ``on_op``;
+``apply_op`` replays one onto an image) and can cut
 the power at operation ``cut_at``: that operation is not performed (or, with
 ``half=True``, a program writes only the first half of its bytes: a
 half-programmed page) and it and every later operation fail with LFS_ERR_IO, so
@@ -43,10 +44,16 @@ class FlashContext(littlefs.UserContext):
         self.cut_at = -1
         self.half = False
         self.powered = True
+        self.log = None  # when a list: every operation, ("p", block, off, data) / ("e", block)
+        self.on_op = None  # when set: called before every operation
 
     def _cut(self, cfg, block, off, data):
         if not self.powered:
             return 1
+        if self.on_op is not None:
+            self.on_op()
+        if self.log is not None:
+            self.log.append(("e", block) if data is None else ("p", block, off, bytes(data)))
         if self.ops == self.cut_at:
             self.powered = False
             if data is not None and self.half:
@@ -56,19 +63,38 @@ class FlashContext(littlefs.UserContext):
         self.ops += 1
         return 0
 
+    def read(self, cfg, block, off, size):
+        start = block * cfg.block_size + off  # (the base class logs every call: slow)
+        return self.buffer[start:start + size]
+
     def prog(self, cfg, block, off, data):
         if self._cut(cfg, block, off, data):
             return LFS_ERR_IO
         self.progs += 1
         self.prog_bytes += len(data)
-        return super().prog(cfg, block, off, data)
+        start = block * cfg.block_size + off
+        self.buffer[start:start + len(data)] = data
+        return 0
 
     def erase(self, cfg, block):
         if self._cut(cfg, block, 0, None):
             return LFS_ERR_IO
         self.erases += 1
         self.erase_count[block] = self.erase_count.get(block, 0) + 1
-        return super().erase(cfg, block)
+        start = block * cfg.block_size
+        self.buffer[start:start + cfg.block_size] = b"\xff" * cfg.block_size
+        return 0
+
+
+def apply_op(buffer, op, block_size, half=False):
+    """Apply one logged operation to an image ``buffer`` (bytearray); ``half``: a
+    program writes only the first half of its bytes (a half-programmed page)."""
+    if op[0] == "e":
+        buffer[op[1] * block_size:(op[1] + 1) * block_size] = b"\xff" * block_size
+    else:
+        data = op[3][: len(op[3]) // 2] if half else op[3]
+        start = op[1] * block_size + op[2]
+        buffer[start:start + len(data)] = data
 
 
 class LfsFS:
