@@ -1521,3 +1521,15 @@ def test_sr30_port_injection_is_a_bolus_event_in_the_caps():
     b.advance(t + HOUR)
     assert b.status()["window_ng"][1] < 20_000  # left the 1 h window at t + 1 h
     assert b.status()["window_ng"][0] >= 20_000
+
+
+@pytest.mark.sr("SR-11")
+def test_sr11_resume_after_a_short_stop_may_not_increase_the_dose():
+    """A stop shorter than the restart-rule bands resumes at most the dose in effect."""
+    b = setup(D100)
+    b.advance(DAY)
+    assert b.confirm("stop", {"reason": "procedure"})["ok"]
+    b.advance(DAY + MIN)
+    res = b.assert_refused("RESTART_CAP",
+                           lambda: b.prepare("resume", {"daily_dose_ng": D100 + 1000}))
+    assert res["allowed"] == D100

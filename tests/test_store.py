@@ -10,6 +10,7 @@ from itb import snapshot
 from itb import store as st
 from itb.controller import Controller
 from itb.fs import DirFS, MemoryFS
+from itb.trace import encode
 
 from host_tools.testkit import lfs
 from host_tools.testkit import workload as wl
@@ -533,3 +534,151 @@ def test_boot_never_creates_over_leftovers_of_a_store():
     fresh.durable["ledger/0000000001"] = b""  # created, power lost before a sync
     runner, info = st.boot(fresh, wl.Motor())
     assert info is None and "STORAGE_CORRUPT" not in runner.ctrl.alarms.entries
+
+
+# ---------------------------------------------------------------- edge paths
+def _stopped_store_with_newer_generation(conc):
+    """A store whose ledger records generation 99 at ``conc`` beyond what it holds."""
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK[:1], wl.HOUR)
+    rec = {"k": "rx", "t": h.now, "gen": 99, "ng_day": 90000, "conc": conc, "state": "RUNNING"}
+    h.runner.journal.close()
+    top = max(st.unpack_line(raw)[0] for name in fs.durable if name.startswith("ledger/")
+              for raw in fs.durable[name].split(b"\n") if raw and st.unpack_line(raw))
+    fs.durable["ledger/0000009999"] = st.pack_line(top + 5, -1, encode(rec))  # after a gap
+    return fs, h
+
+
+@pytest.mark.sr("SR-25")
+def test_rollback_to_another_concentration_stops_with_storage_corrupt():
+    """SR-25 reading: the newest generation filled another concentration, so the
+    reservoir and catheter contents are unknown: stop, HIGH STORAGE_CORRUPT."""
+    fs, h = _stopped_store_with_newer_generation(1000)
+    runner, info = st.Store(fs).recover(wl.Motor(), clock=(h.now + 1000, 1000))
+    c = runner.ctrl
+    assert {"PRESCRIPTION_ROLLBACK", "STORAGE_CORRUPT"} <= set(c.alarms.entries)
+    assert c.state == "STOPPED" and c.rx_gen == 99
+
+
+@pytest.mark.sr("SR-25")
+def test_rollback_while_stopped_keeps_the_pump_stopped():
+    fs, h = _stopped_store_with_newer_generation(2000)
+    assert h.runner  # the harness ran the first event of the week
+    runner, _ = st.Store(fs).rebuild(wl.Motor())[:2]
+    runner.ctrl.state = "STOPPED"
+    runner.power_on(h.now + 1000, 1000, 0, {"kind": "rollback", "gen": 99, "ng_day": 90000,
+                                             "conc": 2000})
+    assert runner.ctrl.state == "STOPPED" and runner.ctrl.daily_dose_ng() != 90000
+    assert "PRESCRIPTION_ROLLBACK" in runner.ctrl.alarms.entries
+
+
+def test_salvage_keeps_time_order_numbers_and_first_results():
+    c = Controller()
+    c.window.add(5000, 1)
+    c.stroke_seq = 7
+    c.salvage({"k": "stroke", "t": 100, "n": 3, "src": "basal", "nl": 10, "ng_hi": 2,
+               "ng_lo": 1})
+    assert c.window.t[-1] == 5000 and c.stroke_seq == 7 and c.res.delivered_nl == 10
+    c.seen[4] = {"ok": 1}
+    for rec in ({"k": "result", "t": 1, "id": 4, "ok": 0}, {"k": "result", "t": 1, "id": 0}):
+        c.salvage(rec)
+    assert c.seen == {4: {"ok": 1}}
+
+
+@pytest.mark.sr("SR-25")
+def test_observed_rate_fallback_takes_the_origin_with_the_smallest_up_cap():
+    c = Controller({"up_spinal_pct": 5})
+    c.reboot(1000, 1000, 0, {"kind": "corrupt", "gen": 3, "ng_day": 50000, "conc": 500})
+    assert c.rx["origin"] == "spinal" and c.state == "RUNNING" and c.rx_gen == 3
+    c = Controller()
+    c.reboot(1000, 1000, 0, {"kind": "corrupt", "gen": 3, "ng_day": 50000, "conc": 500})
+    assert c.rx["origin"] in ("cerebral", "paediatric")
+
+
+def _slot_text(gen, seq, items):
+    lines = [("%s %d %d" % (st.MAGIC, gen, seq)).encode()] + [
+        json.dumps(i).encode() for i in items]
+    import binascii
+
+    crc = 0
+    for raw in lines:
+        crc = binascii.crc32(raw + b"\n", crc)
+    return b"".join(raw + b"\n" for raw in lines) + (
+        "END %d %08x\n" % (len(lines) - 1, crc & 0xFFFFFFFF)).encode()
+
+
+def test_slots_with_a_valid_crc_but_bad_content_are_not_used():
+    fs = MemoryFS()
+    _stored_week(fs)
+    good = fs.durable["slot_a"]
+    fs.durable["slot_a"] = good + b"more\n"  # bytes after END
+    assert st.read_slot(fs, "slot_a") is None
+    fs.durable["slot_a"] = _slot_text(0, 5, [])  # generation 0
+    assert st.read_slot(fs, "slot_a") is None
+    fs.durable["slot_a"] = _slot_text(10**6, 5, [["format", 1]])  # newest, does not load
+    runner, info = st.Store(fs).recover(wl.Motor(), clock=(4 * wl.DAY, wl.DAY))
+    assert info.slot == "slot_b" and any("does not load" in p for p in info.problems)
+
+
+def test_ledger_records_that_do_not_replay_are_damage_not_a_crash():
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK[:1], wl.HOUR)
+    h.runner.journal.close()
+    top = max(st.unpack_line(raw)[0] for name in fs.durable if name.startswith("ledger/")
+              for raw in fs.durable[name].split(b"\n") if raw and st.unpack_line(raw))
+    back = encode({"k": "advance", "t": 0})  # time going back: the runner refuses it
+    fs.durable["ledger/0000009998"] = st.pack_line(top + 1, -1, back)
+    runner, info = st.Store(fs).recover(wl.Motor(), clock=(h.now + 1000, 1000))
+    assert any("does not replay" in p for p in info.problems)
+    assert "STORAGE_CORRUPT" in runner.ctrl.alarms.entries
+
+
+def test_a_tail_whose_outcomes_do_not_fit_still_counts_its_intents():
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK[:1], wl.HOUR)
+    n = h.runner.ctrl.stroke_seq
+    t = h.runner.ctrl.acc.due_at()  # the next basal stroke
+    h.runner.journal.close()
+    top = max(st.unpack_line(raw)[0] for name in fs.durable if name.startswith("ledger/")
+              for raw in fs.durable[name].split(b"\n") if raw and st.unpack_line(raw))
+    stroke = {"k": "stroke", "t": t, "n": n + 1, "src": "basal", "nl": 2000,
+              "ng_hi": 4000, "ng_lo": 4000}
+    wrong = {"k": "outcome", "t": t, "n": n + 7, "res": "ok"}
+    fs.durable["ledger/0000009998"] = (st.pack_line(top + 1, -1, encode(wrong))
+                                       + st.pack_line(top + 2, -1, encode(stroke)))
+    runner, info = st.Store(fs).recover(wl.Motor(), clock=(t + 1000, 1000))
+    assert any("tail does not replay" in p for p in info.problems)
+    assert runner.ctrl.stroke_seq >= n + 1
+
+
+class _BrokenFS(MemoryFS):
+    def listdir(self, path):
+        raise OSError(5, "I/O error")
+
+
+def test_an_unreadable_file_system_is_a_store_error():
+    with pytest.raises(st.StoreError):
+        st.Store(_BrokenFS()).recover(wl.Motor())
+
+
+def test_closing_a_segment_the_power_cut_already_failed_is_quiet():
+    class Failing:
+        def close(self):
+            raise OSError(5, "gone")
+
+    store = st.Store(MemoryFS())
+    store.seg = Failing()
+    store.close()
+    assert store.seg is None
+
+
+def test_holds_store_sees_a_ledger_with_bytes():
+    fs = MemoryFS()
+    fs.mkdir(st.LEDGER)
+    fs.durable["ledger/0000000001"] = b"x"
+    assert st.holds_store(fs)
+    with pytest.raises(st.StoreError):
+        st.Store.create(fs, Controller())

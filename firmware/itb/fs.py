@@ -167,5 +167,4 @@ class _MemWriter:
         if not self.closed:
             self.flush()
             self.closed = True
-            if self in self.fs.open_files:
-                self.fs.open_files.remove(self)
+            self.fs.open_files.remove(self)  # power_cut() closed and forgot the rest

@@ -280,12 +280,11 @@ class JournalReplayer:
         last one; a stroke without a recorded outcome met the power cut (SR-26).
         Gives the runner its board back, powered off."""
         runner = self.runner
-        if runner is not None:
-            self.board.cut = 1
-            if self.tail_t >= 0 and runner.powered:
-                runner._advance(self.tail_t)
-            runner.powered = False
-            runner.board = self.saved_board
+        self.board.cut = 1
+        if self.tail_t >= 0 and runner.powered:
+            runner._advance(self.tail_t)
+        runner.powered = False
+        runner.board = self.saved_board
 
 
 def replay(lines, sink=None, store=None):

@@ -288,7 +288,7 @@ class Store:
             try:
                 f.close()
             except OSError:
-                pass  # pragma: no cover - the data was synced or is lost either way
+                pass  # the data was synced or is lost either way
 
     def commit(self, controller, answer=1):
         """End of one runner input: sync when it is answered (``answer``: a command,
