@@ -110,6 +110,7 @@ def _suite(files, firmware_env, python, timeout_s):
     env.pop("ITB_FIRMWARE_DIR", None)
     env.update(firmware_env)
     env.setdefault("HYPOTHESIS_PROFILE", "ci")
+    env.setdefault("ITB_CUT_STRIDE", "7")  # a coarser power-cut sweep per mutant
     cmd = [python, "-m", "pytest", "-x", "-q", "--tb=line", "-rfE", "-p", "no:cacheprovider",
            "--no-cov", *files]
     try:
