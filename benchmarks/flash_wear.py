@@ -30,14 +30,17 @@ CYCLES = 100000
 
 
 def _used_bytes(fs):
-    total = 0
+    """``(total, largest slot, ledger, hour totals)`` in bytes."""
+    slot = ledger = hours = 0
     for name in fs.listdir(""):
         if name == "ledger":
             for seg in fs.listdir("ledger"):
-                total += fs.lfs.stat("ledger/" + seg).size
+                ledger += fs.lfs.stat("ledger/" + seg).size
+        elif name.startswith("slot"):
+            slot = max(slot, fs.lfs.stat(name).size)
         else:
-            total += fs.lfs.stat(name).size
-    return total
+            hours += fs.lfs.stat(name).size
+    return 3 * slot + ledger + hours, slot, ledger, hours
 
 
 def measure(name, daily_dose_ng, conc, patient_boluses, days):
@@ -46,20 +49,25 @@ def measure(name, daily_dose_ng, conc, patient_boluses, days):
     script = wl.constant_day(daily_dose_ng, conc, patient_boluses, days + 1)
     h.run(script[:1], wl.DAY)  # the first day settles (checkpoints, segment turnover)
     p0, e0, s0 = ctx.prog_bytes, ctx.erases, len(h.board.calls)
-    biggest = 0
+    biggest = (0, 0, 0, 0)
     for d in range(1, days + 1):
-        h.run([x for x in script[1:] if d * wl.DAY <= x[0] < (d + 1) * wl.DAY], (d + 1) * wl.DAY)
-        biggest = max(biggest, _used_bytes(fs))
+        day = [x for x in script[1:] if d * wl.DAY <= x[0] < (d + 1) * wl.DAY]
+        for t in range(0, wl.DAY, wl.HOUR):  # sample the store's size hourly
+            h.run([x for x in day if x[0] < d * wl.DAY + t + wl.HOUR], d * wl.DAY + t + wl.HOUR)
+            day = [x for x in day if x[0] >= d * wl.DAY + t + wl.HOUR]
+            biggest = tuple(max(a, b) for a, b in zip(biggest, _used_bytes(fs), strict=True))
     prog_day = (ctx.prog_bytes - p0) / days
     erase_day = (ctx.erases - e0) / days
     strokes_day = (len(h.board.calls) - s0) / days
     blocks = lfs.PICO["block_count"]
-    free_blocks = blocks - (biggest + 4095) // 4096 - 2  # minus the superblock pair
+    free_blocks = blocks - (biggest[0] + 4095) // 4096 - 2  # minus the superblock pair
     years = CYCLES * free_blocks / erase_day / 365.25 if erase_day else float("inf")
     h.runner.journal.close()
     print("%-10s %8.0f strokes/day  %10.0f B programmed/day  %6.0f erases/day  "
-          "store <= %6d B  %7.1f years to %d cycles/block"
-          % (name, strokes_day, prog_day, erase_day, biggest, years, CYCLES))
+          "%7.1f years to %d cycles/block" % (name, strokes_day, prog_day, erase_day, years,
+                                              CYCLES))
+    print("%-10s store at most %d B: slot %d B (x3 with the temporary), ledger %d B,"
+          " hour totals %d B" % ("", biggest[0], biggest[1], biggest[2], biggest[3]))
     return years
 
 

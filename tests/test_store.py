@@ -682,3 +682,20 @@ def test_holds_store_sees_a_ledger_with_bytes():
     assert st.holds_store(fs)
     with pytest.raises(st.StoreError):
         st.Store.create(fs, Controller())
+
+
+@pytest.mark.sr("SR-23")
+def test_boot_with_an_rtc_stamps_the_ledger_from_the_first_boot():
+    """New-user finding: the RTC given at the first boot was ignored, so the next
+    boot treated a 1-minute outage as unknown (CLOCK_INVALID, restart rule)."""
+    fs = MemoryFS()
+    utc = 1_750_000_000_000
+    runner, info = st.boot(fs, wl.Motor(), rtc_now_ms=utc)
+    assert info is None and runner.ctrl.wall_delta == utc
+    runner.advance(wl.HOUR)
+    runner.power_cut(wl.HOUR)
+    fs.power_cut()
+    again, info = st.boot(fs, wl.Motor(), rtc_now_ms=utc + wl.HOUR + wl.MIN)
+    assert again.now == wl.HOUR + wl.MIN
+    assert "CLOCK_INVALID" not in again.ctrl.alarms.entries
+    assert again.ctrl.wall_delta == utc

@@ -109,7 +109,9 @@ class ClockError(ValueError):
 
 class Controller:
     """The controller. ``config``: dict of ``DeviceConfig`` overrides (or a
-    ``DeviceConfig``); ``store``: record sink with ``append(record)``."""
+    ``DeviceConfig``); ``store``: its audit record sink with ``append(record)``
+    (default ``ledger.MemoryStore``, a ring in memory; the durable state is kept
+    by ``itb.store``, which journals the runner's records instead)."""
 
     def __init__(self, config=None, store=None):
         self.cfg = config if isinstance(config, DeviceConfig) else DeviceConfig(config)

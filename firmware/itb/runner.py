@@ -287,7 +287,7 @@ class JournalReplayer:
         runner.board = self.saved_board
 
 
-def replay(lines, sink=None, store=None):
+def replay(lines, sink=None, audit=None):
     """Re-run the inputs of a trace (an iterable of lines, read once, in order).
 
     Every line the runner writes goes to ``sink`` (a callable); without one they are
@@ -307,14 +307,16 @@ def replay(lines, sink=None, store=None):
         if rec["k"] == "config":
             # a new trace (traces may come back to back): a fresh controller and motor
             sink(encode(rec))
-            rep = JournalReplayer(Runner(Controller(rec.get("cfg") or None, store), None, sink))
+            rep = JournalReplayer(Runner(Controller(rec.get("cfg") or None, audit), None, sink))
         else:
             rep.feed(rec)
     return out
 
 
-def start(config=None, board=None, trace=None, store=None):
-    """A controller and runner; writes the ``config`` header to ``trace``."""
+def start(config=None, board=None, trace=None, audit=None):
+    """A controller and runner in memory (no durable store: see ``store.boot``);
+    writes the ``config`` header to ``trace``. ``audit``: the controller's audit
+    record sink (default: a ``ledger.MemoryStore`` ring)."""
     if trace is not None:
         trace(encode({"k": "config", "t": 0, "cfg": config or {}}))
-    return Runner(Controller(config, store), board, trace)
+    return Runner(Controller(config, audit), board, trace)

@@ -2,7 +2,7 @@
 
 ``save(ctrl)`` returns ``[[name, value], ...]``: ints, ASCII strings, None, lists
 and dicts with string keys only, so it survives a JSON round trip unchanged.
-``load(items, store)`` builds a controller from it that behaves exactly like the
+``load(items, audit)`` builds a controller from it that behaves exactly like the
 saved one (the store's recovery test compares both, field by field, and then the
 traces they produce). Everything of ``Controller.__init__`` is either here or in
 ``VOLATILE``; a test fails when a new attribute is in neither. A checkpoint is
@@ -58,7 +58,7 @@ def save(ctrl):
     return items
 
 
-def load(items, store=None):
+def load(items, audit=None):
     """A controller from ``save()`` output; raises ValueError if ``items`` is not
     a complete snapshot of this format (nothing is half-built: the caller gets a
     controller or an exception)."""
@@ -74,7 +74,7 @@ def load(items, store=None):
         if name not in data:
             raise ValueError("snapshot lacks " + name)
     cfg = DeviceConfig(data["cfg"])
-    ctrl = Controller(cfg, store)
+    ctrl = Controller(cfg, audit)
     for name in PLAIN:
         setattr(ctrl, name, data[name])
     for name, make in OBJECTS:

@@ -1,7 +1,7 @@
 """Durable state over an injected file system: A/B checkpoint slots and a
 write-ahead ledger (SR-23, SR-25, SR-26). Runs under MicroPython.
 
-Design (a departure from DESIGN.md's "prescription slots" worth stating): a slot
+Design (a departure from the design's "prescription slots" worth stating): a slot
 holds a *checkpoint*, the whole durable controller state (``snapshot.py``: the
 prescription and configuration, plans, settled-dose history and window sums,
 reservoir and refill history, latched alarms, patient-bolus lockouts, seen
@@ -30,10 +30,12 @@ A segment is rotated at ``SEGMENT_BYTES`` so a synced append never rewrites
 more than one small file; after each checkpoint, segments older than the *older*
 slot are folded into hour totals and removed, so either slot can be recovered.
 
-Bound on the stored bytes: 3 checkpoints (two slots and a temporary) + the
-ledger since the older checkpoint (at most ``2 * CHECKPOINT_BYTES +
-2 * SEGMENT_BYTES``) + ``2 * HOURS_BYTES``; ``benchmarks/flash_wear.py`` prints
-the figures at the worst-case stroke rate.
+Bound on the stored bytes: three checkpoints (two slots and the temporary; a
+checkpoint is largest at the highest stroke rate, whose 24 h of stroke entries it
+holds: about 42 KB at the worst case of the drug library) + the ledger since the
+older checkpoint (at most ``2 * CHECKPOINT_BYTES`` plus two segments, about 33 KB)
++ ``2 * HOURS_BYTES`` of hour totals: about 190 KB of the Pico's 1.4 MiB at the
+worst case (``benchmarks/flash_wear.py`` prints the figures).
 """
 
 import binascii
@@ -348,25 +350,27 @@ class Store:
                 droppable[i] = 1
             if firsts[i] is not None:
                 nxt = firsts[i]
-        for i in range(len(segs)):
-            if droppable[i]:
-                self._fold(LEDGER + "/" + segs[i])
-                self.fs.remove(LEDGER + "/" + segs[i])
+        paths = [LEDGER + "/" + segs[i] for i in range(len(segs)) if droppable[i]]
+        if paths:
+            self._fold(paths)
+            for path in paths:
+                self.fs.remove(path)
 
-    def _fold(self, path):
-        # per-hour totals of the strokes in a segment about to be removed (an audit
-        # summary, never used for dosing: a power cut between fold and remove can
-        # count one segment twice)
+    def _fold(self, paths):
+        # per-hour totals of the strokes in the segments about to be removed, one
+        # line per hour per checkpoint (an audit summary, never used for dosing: a
+        # power cut between fold and remove can count those segments twice)
         totals = {}
-        for raw in _read_lines(self.fs, path):
-            got = unpack_line(raw) if raw else None
-            if got is not None and got[2]["k"] == "stroke":
-                r = got[2]
-                h = r["t"] // HOUR_MS
-                tot = totals.setdefault(h, [0, 0, 0])
-                tot[0] += 1
-                tot[1] += r["nl"]
-                tot[2] += r["ng_hi"]
+        for path in paths:
+            for raw in _read_lines(self.fs, path):
+                got = unpack_line(raw) if raw else None
+                if got is not None and got[2]["k"] == "stroke":
+                    r = got[2]
+                    h = r["t"] // HOUR_MS
+                    tot = totals.setdefault(h, [0, 0, 0])
+                    tot[0] += 1
+                    tot[1] += r["nl"]
+                    tot[2] += r["ng_hi"]
         if not totals:
             return
         out = b""
@@ -574,6 +578,8 @@ class Store:
         runner.trace = trace
         runner.journal = self
         runner.power_on(now, upper, boot_loop, storage)
+        if clock is None and upper is not None:
+            runner.set_rtc(runner.now, rtc_now_ms)  # a plausible RTC: keep stamping
         return runner, info
 
 
@@ -597,8 +603,16 @@ def boot(fs, board, config=None, trace=None, rtc_now_ms=None, boot_loop=0):
     """Start the controller on file system ``fs``: recover the store it holds, or
     create one (with a fresh controller for ``config``) on a file system holding
     no store at all (``holds_store``). Never formats over a store it cannot
-    read: that recovers with STORAGE_CORRUPT. Returns ``(runner, info)``; ``info`` is None when the
-    store was created."""
+    read: that recovers with STORAGE_CORRUPT.
+
+    ``board``: the motor (``stroke(n, volume_nl, now)``); ``trace``: optional sink
+    of runner trace lines; ``rtc_now_ms``: the battery-backed RTC now (UTC ms),
+    None when it is invalid (SR-23: the outage then counts as unknown, i.e. long);
+    a plausible RTC is also handed to the controller (``set_rtc``) so the ledger
+    stamps wall time. ``boot_loop``: the board's boot-loop verdict (SR-27).
+    Returns ``(runner, info)``: ``info`` is None when the store was created, else
+    the ``Recovery`` (see its fields). Send later inputs at ``runner.now`` or
+    after (the last recovered time plus the outage's lower bound)."""
     from itb.controller import Controller
     from itb.runner import Runner
     from itb.trace import encode
@@ -608,7 +622,10 @@ def boot(fs, board, config=None, trace=None, rtc_now_ms=None, boot_loop=0):
         store = Store.create(fs, ctrl)
         if trace is not None:
             trace(encode({"k": "config", "t": 0, "cfg": config or {}}))
-        return Runner(ctrl, board, trace, store), None
+        runner = Runner(ctrl, board, trace, store)
+        if rtc_now_ms is not None:
+            runner.set_rtc(0, rtc_now_ms)  # the ledger's RTC stamps start here
+        return runner, None
     return Store(fs).recover(board, trace, rtc_now_ms, boot_loop)
 
 

@@ -11,7 +11,7 @@ stroke and the result of a command are synced first).
 
 ``WEEK`` is the scripted week of the persistence issue: program, titration steps,
 a bolus, patient boluses, a refill with a concentration change, stop and resume.
-``worst_day`` / ``typical_day`` are the flash-wear workloads.
+``constant_day`` builds the flash-wear workloads (benchmarks/flash_wear.py).
 """
 
 from itb import store as st
