@@ -14,12 +14,11 @@ asyncio app (Pico, virtual board) and the simulator call ``advance(now)`` when
 """
 
 from itb.controller import MAX_T, Controller
-from itb.trace import decode, encode
+from itb.trace import MAX_RECORD_CHARS, decode, encode
 
-
-# The ledger (store.py) holds records of up to 4096 characters; a command record
-# stays well below so its result (which may quote the command) fits too.
-MAX_COMMAND_CHARS = 2048
+# A command record stays well below the longest record the ledger holds, so its
+# result (which may quote the command) fits too.
+MAX_COMMAND_CHARS = MAX_RECORD_CHARS // 2
 
 
 class PoweredOff(Exception):

@@ -42,7 +42,7 @@ import binascii
 import json
 
 from itb import snapshot
-from itb.trace import INPUT_KINDS, decode, encode
+from itb.trace import INPUT_KINDS, MAX_RECORD_CHARS, decode
 
 SLOTS = ("slot_a", "slot_b")
 TMP = "slot.tmp"
@@ -51,7 +51,7 @@ HOURS = "hours"
 SEGMENT_BYTES = 480  # below littlefs' inline size: a sync is a metadata commit
 CHECKPOINT_BYTES = 16384  # ledger bytes between checkpoints
 HOURS_BYTES = 16384
-MAX_LINE = 4096
+MAX_LINE = MAX_RECORD_CHARS
 MAGIC = "ITBSLOT1"
 SEQ_MAX = (1 << 62) - 1
 DAY_MS = 86400000

@@ -31,6 +31,7 @@ Outputs:
 INPUT_KINDS = ("config", "cmd", "advance", "outcome", "switch", "rtc", "session_end",
                "power_cut", "power_on")
 OUTPUT_KINDS = ("stroke", "result", "alarm", "basal", "rx")
+MAX_RECORD_CHARS = 4096  # the longest record the ledger (store.py) holds
 
 
 def encode(obj):
