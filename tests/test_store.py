@@ -463,6 +463,14 @@ def test_an_rtc_made_invalid_before_the_cut_gives_a_zero_lower_bound():
     runner, info = st.Store(fs).recover(h.board, rtc_now_ms=1_700_000_000_000 + 24 * wl.HOUR)
     assert info.last_rtc_ms == -1 and runner.now <= h.now
     assert runner.ctrl.window.sums(runner.now)[0] == win
+    # the RTC made invalid by the very last record before the cut
+    runner.set_rtc(runner.now, 1_700_000_000_000 + runner.now)
+    runner.advance(runner.now + wl.HOUR)
+    runner.set_rtc(runner.now, None)
+    runner.power_cut(runner.now)
+    fs.power_cut()
+    again, info = st.Store(fs).recover(h.board, rtc_now_ms=1_700_000_000_000 + 30 * wl.HOUR)
+    assert info.last_rtc_ms == -1 and again.now == runner.now
 
 
 @pytest.mark.sr("SR-23", "SR-11")

@@ -48,7 +48,8 @@ class Runner:
             if self.trace is not None:
                 self.trace(line)
             if self.journal is not None and self.powered:
-                self.journal.write(rec, line)  # nothing is written once power failed
+                # nothing is written once power failed
+                self.journal.write(rec, line, self.ctrl.wall_delta)
 
     def _commit(self, answer=1):
         if self.journal is not None and self.powered:

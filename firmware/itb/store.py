@@ -230,7 +230,6 @@ class Store:
         self.seg_bytes = 0
         self.dirty = 0
         self.synced_t = 0  # therapy time of the last sync
-        self.rtc_delta = None  # utc_ms - therapy ms, from the controller
 
     # ------------------------------------------------------------------ create
     @classmethod
@@ -257,12 +256,13 @@ class Store:
         names.sort()
         return names
 
-    def write(self, rec, line):
-        """Append one runner record (``rec`` and its encoded ``line``); not durable
-        until ``sync()``."""
+    def write(self, rec, line, wall_delta=None):
+        """Append one runner record (``rec`` and its encoded ``line``), stamped with
+        the wall clock (``wall_delta``: UTC ms minus therapy ms, None: unknown);
+        not durable until ``sync()``."""
         if rec["k"] in NOT_DURABLE or (rec["k"] == "outcome" and rec["res"] == "power_cut"):
             return
-        rtc = -1 if self.rtc_delta is None else rec["t"] + self.rtc_delta
+        rtc = -1 if wall_delta is None else rec["t"] + wall_delta
         data = pack_line(self.seq + 1, rtc if rtc >= 0 else -1, line)
         if self.seg is None:
             self.seg = self.fs.open(LEDGER + "/%010d" % self.seg_no, "ab")
@@ -299,7 +299,6 @@ class Store:
         or the prescription generation changed. A plain wake-up is not synced by
         itself: its records (a stroke's outcome) become durable with the next
         stroke intent or heartbeat, and a lost outcome counts as delivered."""
-        self.rtc_delta = controller.wall_delta
         if answer or controller.last_now - self.synced_t >= HEARTBEAT_MS:
             self.synced_t = controller.last_now
             self.sync()
@@ -332,7 +331,6 @@ class Store:
         self.cp_seq = [self.seq, self.cp_seq[0]]
         self.rx_gen = controller.rx_gen
         self.since_cp = 0
-        self.rtc_delta = controller.wall_delta
         self._drop_segments()
 
     def _drop_segments(self):
@@ -502,9 +500,9 @@ class Store:
                 tail.append(rec)  # intents whose causing input is not yet read
             elif rec["k"] in INPUT_KINDS:
                 tail = []
-            if rec["k"] == "rtc":
-                # written before the controller took the new clock
-                last_rtc = -1 if rec["utc_ms"] is None else rec["utc_ms"]
+            if rec["k"] == "rtc" and rec["utc_ms"] is not None:
+                last_rtc = rec["utc_ms"]  # stamped before the controller took it
+                # (an invalid one is followed by the CLOCK_INVALID record, unstamped)
         try:
             rep.finish()
         except Exception as e:  # outcomes that do not fit: the intents still count
@@ -569,7 +567,6 @@ class Store:
         self.slot = 0 if info.newest_slot == SLOTS[0] else 1
         self.cp_seq = [info.seq, info.seq]
         self.rx_gen = -1  # forces the checkpoint after power_on
-        self.rtc_delta = ctrl.wall_delta
         if clock is None:
             lower, upper = outage_bounds(last_rtc, rtc_now_ms)
             now = info.last_t + lower
