@@ -189,10 +189,13 @@ def read_slot(fs, name, load=1):
 
 class Recovery:
     """What boot recovery found: ``slot`` (name used or None), ``gen``, ``seq`` (of
-    the checkpoint), ``replayed`` (ledger records), ``last_seq``, ``last_t``,
-    ``last_rtc_ms``, ``damaged`` (a valid record followed a bad or missing one),
-    ``newest_rx`` (newest prescription generation anywhere in storage: [gen,
-    ng_day, conc] or None), ``problems`` (text)."""
+    the checkpoint), ``replayed`` (ledger records), ``last_seq`` (the largest on
+    disk: new records go above it), ``last_t`` and ``last_rtc_ms`` (therapy and
+    wall time of the last durable record; -1: RTC unknown), ``damaged`` (records
+    after a gap, or with no checkpoint to replay them on), ``salvaged`` (how many
+    of those were counted, ``Controller.salvage``), ``newest_rx`` (newest
+    prescription generation anywhere in storage: [gen, ng_day, conc] or None),
+    ``newest_gen``/``newest_slot`` (newest valid slot), ``problems`` (text)."""
 
     def __init__(self):
         self.slot = None
