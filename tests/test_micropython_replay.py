@@ -35,16 +35,23 @@ def replay_in_micropython(traces, tmp_path, heap="2M"):
     ticks shim, importing the firmware cross-compiled to ``.mpy`` as deployed;
     returns ``(output traces, figures)``, ``figures`` being the harness's counts
     and heap figures (ints)."""
-    mpy_dir = compile_firmware(tmp_path / "mpy")
-    src = tmp_path / "in.jsonl"
-    dst = tmp_path / "out.jsonl"
-    with src.open("w") as f:
-        for lines in traces:
-            f.write("\n".join(lines) + "\n")
+    return _run_harness(HARNESS, traces, tmp_path, heap)
+
+
+def _run_harness(harness, traces, tmp_path, heap):
+    """Run a MicroPython harness script (``IN.jsonl OUT.jsonl`` arguments, figures
+    as ``name value`` lines on stdout) on ``traces``; returns ``(output traces,
+    figures)``. The firmware is cross-compiled once per test directory."""
+    mpy_dir = tmp_path / "mpy"
+    if not mpy_dir.exists():
+        compile_firmware(mpy_dir)
+    src = tmp_path / (harness.stem + "_in.jsonl")
+    dst = tmp_path / (harness.stem + "_out.jsonl")
+    src.write_text("".join("\n".join(lines) + "\n" for lines in traces))
     proc = subprocess.run(
         # relative paths from tmp_path: module __file__ strings (on the heap) do not
         # depend on where pytest puts its temporary directory
-        [tool("micropython"), "-X", "heapsize=" + heap, str(HARNESS), src.name, dst.name],
+        [tool("micropython"), "-X", "heapsize=" + heap, str(harness), src.name, dst.name],
         cwd=tmp_path,
         env=dict(os.environ, MICROPYPATH=str(mpy_dir.relative_to(tmp_path))),
         capture_output=True,
@@ -52,7 +59,7 @@ def replay_in_micropython(traces, tmp_path, heap="2M"):
         timeout=600,
         check=False,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     figures = {k: int(v) for k, v in (ln.split() for ln in proc.stdout.splitlines())}
     out = []
     for line in dst.read_text().splitlines():
@@ -182,27 +189,6 @@ def test_heap_after_import_and_30_day_trace_in_192k(tmp_path):
 MP_STORE = HARNESS.parent / "mp_store.py"
 
 
-def _durable_in_micropython(traces, tmp_path, heap="2M"):
-    mpy_dir = tmp_path / "mpy"
-    if not mpy_dir.exists():
-        compile_firmware(mpy_dir)
-    src = tmp_path / "d_in.jsonl"
-    dst = tmp_path / "d_out.jsonl"
-    src.write_text("".join("\n".join(lines) + "\n" for lines in traces))
-    proc = subprocess.run(
-        [tool("micropython"), "-X", "heapsize=" + heap, str(MP_STORE), src.name, dst.name],
-        cwd=tmp_path, env=dict(os.environ, MICROPYPATH=str(mpy_dir.relative_to(tmp_path))),
-        capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    figures = {k: int(v) for k, v in (ln.split() for ln in proc.stdout.splitlines())}
-    out = []
-    for line in dst.read_text().splitlines():
-        if line.startswith('{"cfg"'):
-            out.append([])
-        out[-1].append(line)
-    return out, figures
-
-
 @pytest.mark.sr("SR-25", "SR-26")
 @pytest.mark.after_examples
 def test_recovery_from_the_store_is_byte_identical_in_micropython(tmp_path):
@@ -214,7 +200,7 @@ def test_recovery_from_the_store_is_byte_identical_in_micropython(tmp_path):
     traces, _need = _hypothesis_traces()
     traces = [_scripted_trace()] + [t for t in traces if any('"power_on"' in x for x in t)]
     assert len(traces) > 10
-    out, figures = _durable_in_micropython(traces, tmp_path)
+    out, figures = _run_harness(MP_STORE, traces, tmp_path, "2M")
     print("\ndurable replays in MicroPython: %d traces, %d recoveries, heap peak %d B"
           % (figures["traces"], figures["recoveries"], figures["heap_peak"]))
     assert figures["traces"] == len(traces)

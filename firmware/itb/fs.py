@@ -58,13 +58,12 @@ class MemoryFS:
     """Files in memory with the durability of littlefs: written data becomes durable
     only when the file is flushed or closed, and ``rename``/``remove``/``mkdir`` are
     atomic and durable at once. ``power_cut()`` throws away everything not durable
-    and closes every open file, as a reset does. ``writes`` counts flushed bytes."""
+    and closes every open file, as a reset does."""
 
     def __init__(self):
         self.durable = {}  # path -> bytes
         self.dirs = {"": 1}
         self.open_files = []
-        self.writes = 0
 
     def _dir_of(self, path):
         i = path.rfind("/")
@@ -159,7 +158,6 @@ class _MemWriter:
         if self.closed:
             raise OSError(5, "file closed (power cut)")
         if self.path in self.fs.durable:
-            self.fs.writes += len(self.buf) - self.synced
             self.fs.durable[self.path] = bytes(self.buf)
         self.synced = len(self.buf)
 

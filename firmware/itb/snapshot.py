@@ -27,9 +27,9 @@ PLAIN = ("state", "rx", "program", "plan", "last_now", "stroke_seq", "pending",
          "pre_maintenance", "heartbeat_ms", "filled_pg", "delivered_pg", "aspirated_pg",
          "rx_gen", "prepare_seq", "id_floor", "session_until", "prepared")
 # attributes holding an object of plain-data attributes, and how to make an empty one
-OBJECTS = (("acc", lambda cfg: Accumulator(1, 1)), ("path", lambda cfg: FluidPath(0)),
-           ("res", lambda cfg: Reservoir(0)), ("window", lambda cfg: WindowLog()),
-           ("history", lambda cfg: BasalHistory()), ("alarms", lambda cfg: Alarms(0)))
+OBJECTS = (("acc", lambda: Accumulator(1, 1)), ("path", lambda: FluidPath(0)),
+           ("res", lambda: Reservoir(0)), ("window", WindowLog),
+           ("history", BasalHistory), ("alarms", lambda: Alarms(0)))
 # handled on their own: cfg (its fields), overlays (a list of objects), seen/seen_order
 SPECIAL = ("cfg", "overlays", "seen", "seen_order")
 # not state: the audit sink, a flag set only inside a projection, events drained
@@ -78,7 +78,7 @@ def load(items, audit=None):
     for name in PLAIN:
         setattr(ctrl, name, data[name])
     for name, make in OBJECTS:
-        obj = make(cfg)
+        obj = make()
         fields = data[name]
         if type(fields) is not dict or sorted(fields) != sorted(obj.__dict__):
             raise ValueError("snapshot field %s has the wrong shape" % name)

@@ -427,8 +427,8 @@ class Store:
                     yield unpack_line(raw)
 
     def scan(self):
-        """One pass over storage: ``(info, slots)`` with ``info.newest_rx``, the
-        newest slot and the problems found filled in."""
+        """The slots: ``(info, slots)`` with the newest valid slot and the corrupt
+        ones (``problems``) filled in."""
         info = Recovery()
         slots = self.slots()
         names = self.fs.listdir("")
@@ -437,11 +437,6 @@ class Store:
                 info.problems.append("slot %s is corrupt" % name)
         if slots:
             info.newest_gen, info.newest_slot = slots[0][0], slots[0][2]
-        for got in self.records():
-            if got is not None and got[2]["k"] == "rx":
-                rec = got[2]
-                if info.newest_rx is None or rec["gen"] > info.newest_rx[0]:
-                    info.newest_rx = [rec["gen"], rec["ng_day"], rec["conc"]]
         return info, slots
 
     def rebuild(self, board):
@@ -515,13 +510,17 @@ class Store:
             runner.board = board
             for rec in tail:
                 ctrl.salvage(rec)  # SR-26: their intents were durable
-        # Records past the replayed ones (after a gap, or with no checkpoint to
-        # replay them on) cannot be replayed, but what they prove still holds
+        # Every record once more: the newest prescription generation anywhere
+        # (SR-25), the largest seq, and the records past the replayed ones (after a
+        # gap, or with no checkpoint to replay them on), which cannot be replayed
+        # but what they prove still holds
         for got in self.records():
             if got is None:
                 continue
             seq, rtc, rec = got
             top = max(top, seq)
+            if rec["k"] == "rx" and (info.newest_rx is None or rec["gen"] > info.newest_rx[0]):
+                info.newest_rx = [rec["gen"], rec["ng_day"], rec["conc"]]
             if seq >= expected and (storage is not None or seq > info.seq):
                 info.damaged = 1
                 ctrl.salvage(rec)  # SR-26
@@ -557,8 +556,6 @@ class Store:
         instead of the RTC bounds; ``now_ms`` below the last recovered time is
         raised to it. Raises StoreError only when the file system cannot be read."""
         runner, info, storage = self.rebuild(board)
-        ctrl = runner.ctrl
-        last_rtc = info.last_rtc_ms
         # continue after the last good record, in a new segment, with a checkpoint
         names = self.fs.listdir("")
         if LEDGER not in names:
@@ -571,7 +568,7 @@ class Store:
         self.cp_seq = [info.seq, info.seq]
         self.rx_gen = -1  # forces the checkpoint after power_on
         if clock is None:
-            lower, upper = outage_bounds(last_rtc, rtc_now_ms)
+            lower, upper = outage_bounds(info.last_rtc_ms, rtc_now_ms)
             now = info.last_t + lower
         else:
             now, upper = max(clock[0], info.last_t), clock[1]
