@@ -333,19 +333,32 @@ class Controller:
 
     def next_wake(self):
         """Therapy time (ms) at which ``wake`` must next be called; -1 if never."""
-        cands = [self._basal_due(), self._overlay_due(), self.alarms.next_due()]
+        # the earliest of the candidates >= 0 (a flat chain: asked after every wake-up)
+        best = self._basal_due()
+        t = self._overlay_due()
+        if t >= 0 and (best < 0 or t < best):
+            best = t
+        t = self.alarms.next_due()
+        if t >= 0 and (best < 0 or t < best):
+            best = t
         if self.plan is not None and self.state == RUNNING:
-            cands.append(self.plan[3])
-        cands.append(self._flex_boundary(self.last_now))
+            t = self.plan[3]
+            if best < 0 or t < best:
+                best = t
+        t = self._flex_boundary(self.last_now)
+        if t >= 0 and (best < 0 or t < best):
+            best = t
         if self.state == STOPPED and self.session_until >= 0:
-            cands.append(self.session_until)
+            t = self.session_until
+            if best < 0 or t < best:
+                best = t
         if self.fault in ("stall", "occlusion") and not self.fault_marked and self.last_good_ms >= 0:
-            cands.append(self.last_good_ms + self._fault_gap_ms())
+            t = self.last_good_ms + self._fault_gap_ms()
+            if best < 0 or t < best:
+                best = t
         if not self.projecting:
-            cands.append(self.heartbeat_ms + HEARTBEAT_MS)
-        best = -1
-        for t in cands:
-            if t >= 0 and (best < 0 or t < best):
+            t = self.heartbeat_ms + HEARTBEAT_MS
+            if best < 0 or t < best:
                 best = t
         if best >= 0 and best < self.last_now:
             best = self.last_now
@@ -462,8 +475,7 @@ class Controller:
             self.acc.hold(now)
             return None
         vol = self.cfg.stroke_nl
-        probe = self.path.copy()
-        _pg, hi, lo = probe.push(vol, self.res.concentration)
+        _pg, hi, lo = self.path.peek(vol, self.res.concentration)
         m_hi = mass_ng_up(vol, hi)
         m_lo = vol * lo // 1000
         if not self.projecting:

@@ -63,9 +63,31 @@ class FluidPath:
             i -= 1
         return n
 
+    def _steady(self, volume_nl, c):
+        # One fluid everywhere a stroke of ``volume_nl`` and the band can reach
+        # (the usual state between refills): the general push below would give
+        # ``(mass, c, c)`` and leave the path as it is but for ``passed`` growing.
+        segs = self.segs
+        passed = self.passed
+        return (len(segs) == 1 and segs[0][1] == c and segs[0][0] >= volume_nl
+                and (not passed or (len(passed) == 1 and passed[0][1] == c)))
+
+    def peek(self, volume_nl, concentration_in):
+        """What ``push`` would return, leaving the path unchanged."""
+        if self._steady(volume_nl, concentration_in):
+            return mass_pg(volume_nl, concentration_in), concentration_in, concentration_in
+        return self.copy().push(volume_nl, concentration_in)
+
     def push(self, volume_nl, concentration_in):
         """Push one stroke: returns ``(mass_pg, conc_hi, conc_lo)`` of the volume
         leaving the tip (nominal mass; highest/lowest concentration in the band)."""
+        if self._steady(volume_nl, concentration_in):
+            if self.band_nl:
+                if self.passed:
+                    self.passed[0][0] += volume_nl
+                else:
+                    self.passed.append([volume_nl, concentration_in])
+            return mass_pg(volume_nl, concentration_in), concentration_in, concentration_in
         self._append(self.segs, volume_nl, concentration_in)
         popped = []
         left = volume_nl

@@ -27,11 +27,15 @@ def _mass_x1440(steps):
 
 def daily_dose_up(steps):
     """Daily dose in ng/day, rounded up (caps and up-cap checks)."""
+    if len(steps) == 1 and steps[0][0] == 0:
+        return steps[0][1]  # continuous: exact, and asked on every wake-up
     return ceil_div(_mass_x1440(steps), DAY_MIN)
 
 
 def daily_dose_down(steps):
     """Daily dose in ng/day, rounded down (down-cap checks; SR-24 average rate)."""
+    if len(steps) == 1 and steps[0][0] == 0:
+        return steps[0][1]
     return _mass_x1440(steps) // DAY_MIN
 
 

@@ -39,11 +39,23 @@ def encode(obj):
     value, e.g. a float from a bad command, as the string of its repr)."""
     t = type(obj)
     if t is dict:
-        keys = [(k if type(k) is str else repr(k), k) for k in obj]
-        keys.sort(key=_first)
-        return "{" + ",".join(_str(s) + ":" + encode(obj[k]) for s, k in keys) + "}"
+        keys = tuple(obj)
+        order = _ORDER.get(keys) if _ORDER is not None else None
+        if order is None:
+            order = _order(keys)
+        out = []
+        for prefix, k in order:
+            v = obj[k]
+            tv = type(v)
+            if tv is int:
+                out.append(prefix + str(v))
+            elif tv is str:
+                out.append(prefix + _str(v))
+            else:
+                out.append(prefix + encode(v))
+        return "{" + ",".join(out) + "}"
     if t is list or t is tuple:
-        return "[" + ",".join(encode(x) for x in obj) + "]"
+        return "[" + ",".join([encode(x) for x in obj]) + "]"
     if t is str:
         return _str(obj)
     if obj is None:
@@ -56,6 +68,35 @@ def encode(obj):
     # A value a peer sent that no record may hold (a float, say) is written as its
     # text, so the bad command is still traced and refused, never crashes the runner.
     return _str(repr(obj))
+
+
+# Key order of record shapes already seen (``keys -> [(prefix, key)]``), off by
+# default: the simulator turns it on (``cache_key_order``) to write millions of
+# records faster; on the board its heap (about 30 KB for the runner's shapes) is
+# worth more than the time. Only all-string key tuples are kept: ``(1,) == (True,)``
+# would otherwise share an entry whose text differs.
+_ORDER = None
+_ORDER_MAX = 0
+
+
+def cache_key_order(max_shapes=64):
+    """Remember the key order of up to ``max_shapes`` record shapes (0: off)."""
+    global _ORDER, _ORDER_MAX
+    _ORDER = {} if max_shapes > 0 else None
+    _ORDER_MAX = max_shapes
+
+
+def _order(keys):
+    pairs = [(k if type(k) is str else repr(k), k) for k in keys]
+    pairs.sort(key=_first)
+    order = [(_str(s) + ":", k) for s, k in pairs]
+    plain = 1
+    for k in keys:
+        if type(k) is not str:
+            plain = 0
+    if plain and _ORDER is not None and len(_ORDER) < _ORDER_MAX:
+        _ORDER[keys] = order
+    return order
 
 
 _STR_CACHE = {}
