@@ -1,0 +1,57 @@
+"""Files a run writes: ``summary.json``, ``timeseries.csv``, ``trace.jsonl`` (the
+runner's own trace, written while the run goes) and ``report.html``.
+
+``timeseries.csv`` has one row per hour (and one at the end), columns
+``TIMESERIES_COLUMNS``: times in hours since the scenario start, doses in ug/day,
+delivered ug and mL in the hour before the row (half-open ``[t - 1 h, t)``),
+volumes in mL, concentrations in ng/mL, spasticity on the Modified Ashworth Scale
+(0-4), indices 0-1. Columns from the patient model are illustrative, not
+validated (``sim/patient.py``).
+"""
+
+import csv
+import json
+from pathlib import Path
+
+TIMESERIES_COLUMNS = (
+    "t_h", "state", "programmed_daily_dose_ug", "delivered_ug", "delivered_ml",
+    "reservoir_true_ml", "reservoir_est_ml", "reservoir_pess_ml", "reservoir_opt_ml",
+    "csf_ng_per_ml", "effect_ng_per_ml", "mas", "withdrawal_risk", "sedation", "battery_pct",
+)
+
+
+def prepare_dir(out):
+    """Create the output directory (parents too); returns it as a Path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_summary(path, summary):
+    Path(path).write_text(json.dumps(summary, indent=1, sort_keys=False) + "\n")
+
+
+def write_timeseries(path, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(TIMESERIES_COLUMNS)
+        for r in rows:
+            w.writerow([_cell(r[c]) for c in TIMESERIES_COLUMNS])
+
+
+def _cell(v):
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def report_run(label, result, scenario, group="A"):
+    """A run as the report module takes it (``sim.report.write_report``)."""
+    s = result.summary
+    low = scenario.config.get("low_reservoir_nl", 4_000_000) / 1e6
+    cap = scenario.program.get("cap_24h_ng", 0) / 1000 or None
+    return {
+        "label": label, "group": group, "summary": s, "timeseries": result.rows,
+        "low_reservoir_ml": low, "projected_refill_day": result.projected_refill_day,
+        "cap_24h_ug": cap,
+    }
