@@ -1,1 +1,2 @@
-"""Simulator package (arrives with the simulator issue)."""
+"""The simulator: the unchanged controller, through its runner, against a pump and a
+patient model (``itbsim``; see README "The simulator"). CPython only."""

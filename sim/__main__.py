@@ -1,0 +1,5 @@
+"""``python -m sim`` works like ``itbsim``."""
+
+from sim.cli import main
+
+raise SystemExit(main())

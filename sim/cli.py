@@ -1,0 +1,286 @@
+"""``itbsim``: the simulator's command line (also ``python -m sim``).
+
+    itbsim run SCENARIO.toml --out DIR          one run: summary.json, timeseries.csv,
+                                                trace.jsonl, report.html
+    itbsim titrate --origin spinal ...          the clinician's titration planner
+    itbsim compare A.toml B.toml --out DIR      two plans side by side in one report
+    itbsim replay TRACE.jsonl --out DIR         a recorded runner trace through the patient
+    itbsim cohort SCENARIO.toml --patients N    a seeded cohort in parallel processes
+
+Exit codes: 0 when the work completed (whatever the controller refused: refusals
+are in ``commands``), 2 for a bad scenario or usage (every problem on stderr, no
+traceback), 1 for an output that could not be written.
+
+Research/engineering simulation, NOT a medical device; patient-model outputs are
+illustrative, not validated.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from sim import outputs, scenario
+
+BANNER = ("ITB simulator: research/engineering tool, NOT a medical device. "
+          "Patient-model outputs are illustrative, not validated.")
+
+
+class UsageError(Exception):
+    """A bad command line or input file (exit 2)."""
+
+
+def _load(path):
+    try:
+        return scenario.load(path)
+    except scenario.ScenarioError as e:
+        raise UsageError("\n".join(e.errors)) from None
+
+
+def _params(sc, model):
+    from sim import patient as pt
+
+    name = model or sc.model
+    try:
+        return pt.patient_params(name)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def run_to_dir(sc, out, params=None, label=None, report=True):
+    """Run ``sc`` writing its files into ``out``; returns the Result."""
+    from sim import engine
+
+    out = outputs.prepare_dir(out)
+    with open(out / "trace.jsonl", "w") as f:
+        write = f.write
+
+        def sink(line):
+            write(line)
+            write("\n")
+
+        result = engine.Simulation(sc, params=params, trace=sink).run()
+    outputs.write_summary(out / "summary.json", result.summary)
+    outputs.write_timeseries(out / "timeseries.csv", result.rows)
+    if report:
+        from sim import report as rp
+
+        rp.write_report(out / "report.html",
+                        [outputs.report_run(label or sc.name, result, sc)], sc.name)
+    return result
+
+
+def _print_result(sc, result, out):
+    s = result.summary
+    refused = [c for c in s["commands"] if not c["accepted"]]
+    print(f"{sc.name}: {s['duration_days']:g} days, patient {s['patient']}, seed {sc.seed}")
+    print(f"  delivered {s['totals']['delivered_ug']:.1f} ug ({s['totals']['delivered_ml']:.3f} mL)"
+          f" in {s['totals']['strokes']} strokes; max any 24 h"
+          f" {s['max_delivered_ug_any_24h']:.1f} ug, any 1 h {s['max_delivered_ug_any_1h']:.1f} ug")
+    print(f"  {len(s['alarms'])} alarm(s) raised, {len(s['commands'])} command(s),"
+          f" {len(refused)} refused")
+    for c in refused:
+        print(f"    day {c['t_s'] / 86400:.2f} {c['command']}: {c['reason']}: {c['message']}")
+    for row in result.setup:
+        if not row["accepted"]:
+            print(f"  set-up {row['command']} refused: {row['reason']}: {row['message']}",
+                  file=sys.stderr)
+    print(f"  outputs in {out}/ (summary.json, timeseries.csv, trace.jsonl)")
+    if (Path(out) / "report.html").exists():
+        print(f"  report: {Path(out) / 'report.html'}")
+
+
+def cmd_run(a):
+    sc = _load(a.scenario)
+    if a.seed is not None:
+        sc = sc.with_seed(a.seed)
+    params = _params(sc, a.patient)
+    t0 = time.perf_counter()
+    result = run_to_dir(sc, a.out, params, report=not a.no_report)
+    if not a.quiet:
+        _print_result(sc, result, a.out)
+        print(f"  ({time.perf_counter() - t0:.2f} s)")
+    return 0
+
+
+def cmd_compare(a):
+    from sim import report as rp
+
+    out = outputs.prepare_dir(a.out)
+    runs = []
+    for tag, path in (("A", a.a), ("B", a.b)):
+        sc = _load(path)
+        res = run_to_dir(sc, out / tag, _params(sc, a.patient), report=False)
+        runs.append(outputs.report_run(f"{tag}: {sc.name}", res, sc, group=tag))
+        if not a.quiet:
+            _print_result(sc, res, out / tag)
+    rp.write_report(out / "report.html", runs, f"{runs[0]['label']} vs {runs[1]['label']}",
+                    compare=True)
+    print(f"comparison report: {out / 'report.html'}")
+    return 0
+
+
+def cmd_titrate(a):
+    from sim import planner
+
+    try:
+        p = planner.plan(a.origin, a.screening_dose_ug, a.screening_effect_h, a.target_ug,
+                         a.concentration, a.fill_ml, days=a.days, rule=a.rule,
+                         step_pct=a.step_pct, capacity_ml=a.reservoir_ml)
+    except (planner.PlanError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    print(f"Titration plan ({a.origin} origin, {a.rule.upper()} start rule): screening"
+          f" {p.screening_dose_ug:g} ug with {p.screening_effect_h:g} h effect -> start"
+          f" {p.start_dose_ug:g} ug/day; +{p.step_pct} % per 24 h to {p.target_ug:g} ug/day"
+          f" at {p.concentration_ug_per_ml} ug/mL, {p.fill_ml:g} mL fills")
+    print(f"{'day':>4} {'ug/day':>9} {'mL/day':>8} {'res mL':>7} {'pess mL':>8}  notes")
+    for r in p.rows:
+        print(f"{r['day']:>4} {r['daily_dose_ug']:>9.1f} {r['daily_ml']:>8.4f}"
+              f" {r['reservoir_ml']:>7.2f} {r['reservoir_pess_ml']:>8.2f}  {r['note']}")
+    print("Refill calendar: " + (", ".join(f"day {d}" for d in p.refills) or "none in the plan")
+          + (f"; next low-reservoir alarm day {p.next_low_reservoir_day}"
+             if p.next_low_reservoir_day is not None else ""))
+    if a.out or a.simulate:
+        out = outputs.prepare_dir(a.out or "out/titrate")
+        toml_path = out / "plan.toml"
+        toml_path.write_text(p.scenario_toml(model=a.patient or "typical"))
+        print(f"plan as a scenario: {toml_path}")
+        if a.simulate:
+            sc = _load(toml_path)
+            if a.patients > 1:
+                return _cohort(sc, out / "cohort", a.patients, a.jobs, a.seed, a.quiet)
+            res = run_to_dir(sc, out / "run", _params(sc, None))
+            _print_result(sc, res, out / "run")
+    return 0
+
+
+def cmd_replay(a):
+    from sim import replay
+
+    try:
+        lines = Path(a.trace).read_text().splitlines()
+    except OSError as e:
+        raise UsageError(f"{a.trace}: cannot read: {e}") from None
+    from sim import patient as pt
+
+    try:
+        params = pt.patient_params(a.patient)
+        result = replay.replay(lines, params, a.trace)
+    except ValueError as e:
+        raise UsageError(f"{a.trace}: {e}") from None
+    out = outputs.prepare_dir(a.out)
+    outputs.write_summary(out / "summary.json", result.summary)
+    outputs.write_timeseries(out / "timeseries.csv", result.rows)
+    from sim import report as rp
+
+    rp.write_report(out / "report.html", [result.report_run()], f"replay of {a.trace}")
+    s = result.summary
+    print(f"replayed {a.trace}: {s['duration_days']:.2f} days, {s['totals']['strokes']} strokes,"
+          f" {s['totals']['delivered_ug']:.1f} ug nominal at the tip")
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def cmd_cohort(a):
+    sc = _load(a.scenario)
+    return _cohort(sc, a.out, a.patients, a.jobs, a.seed if a.seed is not None else sc.seed,
+                   a.quiet, a.patient)
+
+
+def _cohort(sc, out, n, jobs, seed, quiet, model=None):
+    from sim import cohort
+
+    if n < 1 or jobs < 1:
+        raise UsageError("--patients and --jobs must be at least 1")
+    try:
+        table, path = cohort.run_cohort(sc, out, n, jobs, seed, model, progress=not quiet)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(cohort.format_table(table))
+    print(f"cohort report: {path}")
+    return 0
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(
+        prog="itbsim", description=__doc__.split("\n")[0],
+        epilog="Research/engineering simulation, NOT a medical device.")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run one scenario", description=(
+        "Run SCENARIO.toml: the controller through its runner against the pump and patient"
+        " models; writes summary.json, timeseries.csv, trace.jsonl and report.html."))
+    p.add_argument("scenario", help="scenario file (TOML)")
+    p.add_argument("--out", default="out/run", help="output directory (default: out/run)")
+    p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--patient", help="override the scenario's patient model")
+    p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.add_argument("--quiet", action="store_true", help="print nothing on success")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("compare", help="two scenarios side by side in one report")
+    p.add_argument("a", help="scenario A (TOML)")
+    p.add_argument("b", help="scenario B (TOML)")
+    p.add_argument("--out", default="out/compare", help="output directory")
+    p.add_argument("--patient", help="patient model for both (default: each scenario's)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_compare)
+
+    p = sub.add_parser("titrate", help="plan a titration from screening to a target", description=(
+        "Day-by-day titration plan that obeys the label ranges and SR-8/SR-10, with"
+        " mL/day, reservoir and the refill calendar; --simulate runs it."))
+    p.add_argument("--origin", choices=("spinal", "cerebral", "paediatric"), required=True)
+    p.add_argument("--screening-dose-ug", type=float, default=50.0,
+                   help="effective screening bolus, ug (default 50)")
+    p.add_argument("--screening-effect-h", type=float, required=True,
+                   help="how long the screening bolus worked, hours")
+    p.add_argument("--rule", choices=("us", "eu"), default="us",
+                   help="start rule: us (8 h) or eu (12 h) (default us)")
+    p.add_argument("--target-ug", type=float, required=True, help="target daily dose, ug/day")
+    p.add_argument("--step-pct", type=int, help="increase per 24 h (default: mid label range)")
+    p.add_argument("--concentration", type=int, default=500, help="ug/mL (default 500)")
+    p.add_argument("--fill-ml", type=float, default=20.0, help="fill volume, mL (default 20)")
+    p.add_argument("--reservoir-ml", type=float, help="reservoir capacity, mL (default 20)")
+    p.add_argument("--days", type=int, help="plan length (default: target + 14 days)")
+    p.add_argument("--out", help="write plan.toml (and the simulation) here")
+    p.add_argument("--simulate", action="store_true", help="run the plan in the simulator")
+    p.add_argument("--patient", help="virtual patient model for --simulate")
+    p.add_argument("--patients", type=int, default=1, help="cohort size for --simulate")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_titrate)
+
+    p = sub.add_parser("replay", help="a recorded runner trace through the patient model")
+    p.add_argument("trace", help="runner trace (JSONL) from a simulation or a board")
+    p.add_argument("--patient", default="typical", help="patient model (default typical)")
+    p.add_argument("--out", default="out/replay", help="output directory")
+    p.set_defaults(fn=cmd_replay)
+
+    p = sub.add_parser("cohort", help="a seeded cohort of virtual patients in parallel")
+    p.add_argument("scenario", help="scenario file (TOML)")
+    p.add_argument("--patients", type=int, default=20, help="cohort size (default 20)")
+    p.add_argument("--jobs", type=int, default=2, help="parallel processes (default 2)")
+    p.add_argument("--seed", type=int, help="cohort seed (default: the scenario's)")
+    p.add_argument("--patient", help="the model at the cohort's centre")
+    p.add_argument("--out", default="out/cohort", help="output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_cohort)
+    return ap
+
+
+def main(argv=None):
+    a = build_parser().parse_args(argv)
+    try:
+        return a.fn(a)
+    except UsageError as e:
+        print(f"itbsim {a.cmd}: error:\n{e}" if "\n" in str(e) else f"itbsim {a.cmd}: error: {e}",
+              file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"itbsim {a.cmd}: cannot write output: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

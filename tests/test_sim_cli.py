@@ -1,0 +1,148 @@
+"""``itbsim`` (sim/cli.py, also ``python -m sim``): the outputs of each command,
+exit codes, errors on stderr without a traceback; ``replay`` and ``cohort``."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sim import cli, cohort, engine, outputs
+from sim import scenario as sc
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+
+def test_run_writes_every_output(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["run", str(EXAMPLES / "emergency_stop_overdose.toml"), "--out",
+                     str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"report: {out / 'report.html'}" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scenario"].startswith("emergency stop")
+    with open(out / "timeseries.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(outputs.TIMESERIES_COLUMNS)
+    assert len(rows) == 5 * 24 + 1
+    trace = (out / "trace.jsonl").read_text().splitlines()
+    assert json.loads(trace[0])["k"] == "config"
+    html = (out / "report.html").read_text()
+    assert html.count("<svg") >= 4 and "illustrative, not validated" in html
+
+
+def test_run_options(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    base = ["run", str(EXAMPLES / "refill_concentration_change.toml"), "--no-report", "--quiet"]
+    assert cli.main(base + ["--out", str(a), "--seed", "11", "--patient", "slow-clearance"]) == 0
+    assert cli.main(base + ["--out", str(b)]) == 0
+    sa = json.loads((a / "summary.json").read_text())
+    sb = json.loads((b / "summary.json").read_text())
+    assert (sa["seed"], sa["patient"]) == (11, "slow-clearance")
+    assert (sb["seed"], sb["patient"]) == (4, "typical")
+    assert not (a / "report.html").exists()
+
+
+def test_bad_scenario_exits_2_with_every_error_and_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('duration_days = 1\nwheels = 4\n[drug]\nconcentration_ug_per_ml = 3\n'
+                   'fill_volume_ml = 20\n[prescription]\ndaily_dose_ug = 100\n')
+    out = tmp_path / "out"
+    assert cli.main(["run", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "wheels: unknown key" in err and "not in the pump's drug library" in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_unknown_patient_and_missing_file(tmp_path, capsys):
+    ex = str(EXAMPLES / "missed_refill.toml")
+    assert cli.main(["run", ex, "--out", str(tmp_path), "--patient", "nobody"]) == 2
+    assert "nobody" in capsys.readouterr().err
+    assert cli.main(["run", str(tmp_path / "nope.toml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_python_m_sim_and_help():
+    for args in (["--help"], ["run", "--help"], ["titrate", "--help"], ["cohort", "--help"],
+                 ["compare", "--help"], ["replay", "--help"]):
+        p = subprocess.run([sys.executable, "-m", "sim", *args], capture_output=True, text=True,
+                           cwd=REPO, check=False)
+        assert p.returncode == 0 and "usage: itbsim" in p.stdout, p.stderr
+    p = subprocess.run([sys.executable, "-m", "sim"], capture_output=True, text=True, cwd=REPO,
+                       check=False)
+    assert p.returncode == 2 and "required" in p.stderr
+
+
+def test_titrate_prints_the_plan_and_writes_a_scenario(tmp_path, capsys):
+    assert cli.main(["titrate", "--origin", "cerebral", "--screening-effect-h", "10",
+                     "--target-ug", "100", "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "start 50 ug/day" in text and "Refill calendar" in text
+    s = sc.load(tmp_path / "plan.toml")
+    assert s.program["daily_dose_ng"] == 50_000 and s.origin == "cerebral"
+    assert cli.main(["titrate", "--origin", "spinal", "--screening-effect-h", "6",
+                     "--target-ug", "400", "--step-pct", "40"]) == 2
+    assert "label range" in capsys.readouterr().err
+
+
+def test_titrate_simulate(tmp_path):
+    assert cli.main(["titrate", "--origin", "spinal", "--screening-effect-h", "6",
+                     "--target-ug", "150", "--days", "5", "--out", str(tmp_path), "--simulate",
+                     "--quiet"]) == 0
+    assert (tmp_path / "run" / "report.html").exists()
+
+
+def test_compare_one_report_two_runs(tmp_path):
+    a, b = EXAMPLES / "refill_concentration_change.toml", EXAMPLES / "taper_before_explant.toml"
+    assert cli.main(["compare", str(a), str(b), "--out", str(tmp_path), "--quiet"]) == 0
+    html = (tmp_path / "report.html").read_text()
+    assert "A: refill with a concentration change" in html and "B: taper before explant" in html
+    assert (tmp_path / "A" / "summary.json").exists() and (tmp_path / "B" / "trace.jsonl").exists()
+
+
+def test_replay_of_a_run_gives_its_nominal_delivery(tmp_path):
+    """A run's trace replayed through the patient model: without stroke error the
+    controller's nominal mass at the tip (replay) equals the engine's truth."""
+    s = sc.load(EXAMPLES / "refill_concentration_change.toml")
+    s.stroke_error_pct = 0.0
+    lines = []
+    res = engine.Simulation(s, trace=lines.append).run()
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("\n".join(lines) + "\n")
+    assert cli.main(["replay", str(trace), "--out", str(tmp_path / "r")]) == 0
+    got = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert got["source"] == "trace"
+    assert got["totals"]["delivered_ug"] == pytest.approx(res.summary["totals"]["delivered_ug"])
+    assert got["totals"]["strokes"] == res.summary["totals"]["strokes"]
+    assert got["max_delivered_ug_any_24h"] == pytest.approx(res.summary["max_delivered_ug_any_24h"])
+    assert [c["command"] for c in got["commands"]] == ["refill", "prime", "program", "refill"]
+
+
+def test_replay_rejects_what_is_not_a_trace(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"k":"advance","t":5}\n')
+    assert cli.main(["replay", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "config record" in capsys.readouterr().err
+    bad.write_text("not json\n")
+    assert cli.main(["replay", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "line 1" in capsys.readouterr().err
+
+
+def test_cohort_is_deterministic_and_parallel(tmp_path, capsys):
+    """A cohort run is a pure function of (scenario, seed): the outcome table is the
+    same with 1 or 2 processes; patients differ from each other."""
+    ex = str(EXAMPLES / "emergency_stop_overdose.toml")
+    for jobs, out in ((1, "a"), (2, "b")):
+        assert cli.main(["cohort", ex, "--patients", "3", "--jobs", str(jobs), "--seed", "5",
+                         "--out", str(tmp_path / out), "--quiet"]) == 0
+    a = json.loads((tmp_path / "a" / "cohort.json").read_text())
+    b = json.loads((tmp_path / "b" / "cohort.json").read_text())
+    assert a == b and len(a) == 3 and list(a[0]) == list(cohort.TABLE_COLUMNS)
+    assert len({r["cl_ml_per_h"] for r in a}) == 3
+    assert (tmp_path / "a" / "report.html").exists()
+    assert "median:" in capsys.readouterr().out
+    assert cli.main(["cohort", ex, "--patients", "0"]) == 2
