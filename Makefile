@@ -38,8 +38,9 @@ mutants-quick: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
+# The README's first command: a bundled example end to end (report in out/spinal_titration/).
 demo: venv
-	$(VPY) -m host_tools.demo
+	$(VENV)/bin/itbsim run examples/spinal_titration.toml --out out/spinal_titration
 
 mpy: venv
 	@set -e; rm -rf $(MPY_OUT); \

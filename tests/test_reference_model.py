@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 from itb import runner as rn
 
-from host_tools import demo
 from host_tools.testkit import model as mdl
 from host_tools.testkit.model import Model, check_trace
+from sim import cli
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 SEC = 1000
 MIN = 60 * SEC
@@ -341,13 +343,13 @@ def test_model_accepts_genuine_traces(name):
 
 
 @pytest.mark.sr("SR-14")
-def test_model_accepts_the_demo_trace(tmp_path, capsys):
-    """The bundled demo (titration, bolus, patient boluses, refused taper,
-    concentration change, planned stop) writes a trace the model accepts, through
-    ``check_trace`` and through the command line."""
-    path = tmp_path / "demo_trace.jsonl"
-    assert demo.main(["--trace", str(path)]) == 0
-    capsys.readouterr()
+def test_model_accepts_a_simulator_trace(tmp_path, capsys):
+    """The simulator's spinal titration example (screening start, a set dose, a
+    titration plan, a bolus, a concentration change) writes a trace the model
+    accepts, through ``check_trace`` and through the command line."""
+    path = tmp_path / "trace.jsonl"
+    assert cli.main(["run", str(EXAMPLES / "spinal_titration.toml"), "--out", str(tmp_path),
+                     "--no-report", "--quiet"]) == 0
     lines = path.read_text().splitlines()
     assert [str(v) for v in check_trace(lines)] == []
     assert mdl.main([str(path)]) == 0

@@ -11,7 +11,7 @@ rule when an invariant fails. Invariants that need the controller's internal
 figures (conservation, SR-14) are checked by the property machine with
 ``Model.conservation_terms``.
 
-``check_trace(lines)`` checks a whole JSONL trace (e.g. ``out/demo_trace.jsonl``)
+``check_trace(lines)`` checks a whole JSONL trace (e.g. ``out/spinal_titration/trace.jsonl``)
 and returns its violations; from the shell::
 
     python -m host_tools.testkit.model TRACE.jsonl [TRACE.jsonl ...]
@@ -829,7 +829,7 @@ def main(argv=None):
     )
     ap.add_argument(
         "traces", nargs="+", metavar="TRACE.jsonl",
-        help="a runner trace, e.g. out/demo_trace.jsonl (from python -m host_tools.demo)",
+        help="a runner trace, e.g. out/spinal_titration/trace.jsonl (from itbsim run)",
     )
     a = ap.parse_args(argv)
     status = 0

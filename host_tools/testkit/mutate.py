@@ -29,10 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
 MUTANTS_FILE = Path(__file__).with_name("mutants.toml")
 FIELDS = {"name": str, "rules": list, "why": str, "file": str, "find": str, "replace": str}
-# Interpreter-comparison, toolchain, tool and demo tests run the same (mutated) code on both
-# sides, check the language subset, or only format results: every mutant here is valid
-# code, so they cannot tell one apart and only cost time.
-SKIP_FILES = ("test_micropython", "test_firmware_subset", "test_demo", "test_verification_tools")
+# Interpreter-comparison, toolchain and tool tests run the same (mutated) code on both
+# sides, check the language subset, or only format results; the patient model, the
+# report and the command line do not dose: every mutant here is valid code, so they
+# cannot tell one apart and only cost time. (The simulator's engine, example and
+# planner tests drive the controller and stay.)
+SKIP_FILES = ("test_micropython", "test_firmware_subset", "test_verification_tools",
+              "test_sim_patient", "test_sim_report", "test_sim_cli", "test_sim_scenario")
 LAST_FILES = ("test_property_machine.py",)  # slowest killer last: -x stops earlier
 RULE = re.compile(r"^SR-\d+$")
 KILL = re.compile(r"^FAILED (\S+::\S+)")  # a test that ran and failed; not a collection ERROR
