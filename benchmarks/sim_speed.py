@@ -40,6 +40,7 @@ def whole_process(args, repeat):
 
 def engine_only(repeat):
     from itb.controller import Controller
+
     from sim import engine
     from sim import scenario as sc
 

@@ -350,7 +350,7 @@ def _command_row(t, name, given, res, index=None):
     row = {"t_s": t // 1000, "command": name, "accepted": bool(res["ok"]),
            "reason": None if res["ok"] else res.get("reason"),
            "message": None if res["ok"] else res.get("message"),
-           "args": given if isinstance(given, dict) else {"value": given}}
+           "args": given}
     if index is not None:
         row["event"] = index
     for key in ("allowed", "allowed_unit", "offer"):

@@ -380,23 +380,28 @@ def _figures(groups, compare):
     out = []
     with matplotlib.rc_context(_RC):
         for name, draw, height in (
-            ("dose", _plot_dose, 3.3),
-            ("reservoir", _plot_reservoir, 3.3),
-            ("conc", _plot_conc, 3.3),
-            ("spast", _plot_spasticity, 4.6),
+            ("dose", _plot_dose, 3.0),
+            ("reservoir", _plot_reservoir, 3.0),
+            ("conc", _plot_conc, 3.0),
+            ("spast", _plot_spasticity, 4.4),
         ):
-            fig = Figure(figsize=(FIG_WIDTH_IN, height), layout="constrained")
+            fig = Figure(figsize=(FIG_WIDTH_IN, height))
             plotter = _Plotter()
             title = draw(fig, plotter, groups, compare)
             handles, labels = _legend_entries(fig, groups, compare)
+            rows = 0
             if handles:
+                ncols = _legend_columns(labels)
+                rows = -(-len(labels) // ncols)
                 fig.legend(
                     handles,
                     labels,
-                    loc="outside lower center",
-                    ncols=_legend_columns(labels),
+                    loc="lower center",
+                    bbox_to_anchor=(0.5, 0.0),
+                    ncols=ncols,
                     frameon=False,
                 )
+            _margins(fig, height, rows)
             caption = ""
             if plotter.downsampled:
                 caption = (
@@ -406,6 +411,21 @@ def _figures(groups, compare):
             out.append((title, _svg(fig, name), caption))
             fig.clear()
     return out
+
+
+LEGEND_ROW_IN = 0.19  # one legend row at the report's font size
+
+
+def _margins(fig, height_in, legend_rows):
+    """Fixed margins in inches (a layout engine costs a third of the report's time):
+    tick labels and axis label on the left, the axes' titles on top, the x axis and
+    the legend below; the figure grows by the legend's rows, so the plot area keeps
+    its height however long the legend."""
+    bottom = 0.62 + LEGEND_ROW_IN * legend_rows
+    total = height_in + LEGEND_ROW_IN * legend_rows
+    fig.set_size_inches(FIG_WIDTH_IN, total)
+    fig.subplots_adjust(left=0.85 / FIG_WIDTH_IN, right=1 - 0.2 / FIG_WIDTH_IN,
+                        top=1 - 0.32 / total, bottom=bottom / total, hspace=0.35)
 
 
 _QMARK = "\x1f"  # compare mode: marks a quantity drawn in its group's colour (legend below)

@@ -99,7 +99,8 @@ class ScenarioError(ValueError):
 class Event:
     """One timed event: ``at_ms`` from the start, ``name`` (command or simulator
     event), canonical ``args`` (ints in the schema's units), ``given`` (the
-    arguments as written, for reports), ``index`` in the file."""
+    arguments as written, for reports: the table, or ``{key: value}`` for a single
+    value such as ``set_daily_dose_ug = 120``), ``index`` in the file."""
 
     def __init__(self, index, at_ms, name, args, given):
         self.index, self.at_ms, self.name, self.args, self.given = index, at_ms, name, args, given
@@ -348,7 +349,9 @@ def _events(events, s, err):
                 err(f"{where} at", f"{ev['at']!r} is not before the end of the scenario"
                                    " (the run covers [0, duration_days))")
                 continue
-            out.append(Event(i, at, parsed[0], parsed[1], ev[keys[0]]))
+            given = ev[keys[0]]
+            out.append(Event(i, at, parsed[0], parsed[1],
+                             given if isinstance(given, dict) else {keys[0]: given}))
     out.sort(key=lambda e: (e.at_ms, e.index))
     return out
 

@@ -6,7 +6,6 @@ continuous program's daily dose."""
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from itb import fluidpath, therapy, trace
 
 CONCS = st.sampled_from([0, 500, 1000, 2000])

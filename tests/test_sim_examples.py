@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from itb import runner as rn
 
 from host_tools.testkit.model import check_trace
-from itb import runner as rn
 from sim import engine
 from sim import scenario as sc
 
@@ -74,10 +74,10 @@ def test_emergency_stop_restart_is_capped(runs):
 
 def test_two_year_maintenance_example_is_the_benchmark_scenario():
     """The benchmark scenario (benchmarks/sim_speed.py) runs clean: two years, a
-    refill every 60 days before the low-reservoir alarm would start, patient
-    boluses; no alarm at all."""
+    refill every 60 days before the low-reservoir alarm would start; no alarm at
+    all."""
     res, lines = _run(next(p for p in EXAMPLES if p.stem == "maintenance_2y"))
     s = res.summary
     assert s["duration_days"] == 730 and all(c["accepted"] for c in s["commands"])
-    assert s["alarms"] == [] and len(s["commands"]) == 12 + 82
+    assert s["alarms"] == [] and len(s["commands"]) == 12
     assert s["max_delivered_ug_any_24h"] < 1000  # the prescription's 24 h cap

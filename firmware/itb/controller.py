@@ -281,8 +281,10 @@ class Controller:
     def _basal_inc(self, now):
         if self.fault == "empty":
             return 0
-        if self.state == RUNNING and self.program:
-            rate = therapy.rate_at(self.program, self._local_min(now))
+        p = self.program
+        if self.state == RUNNING and p:
+            # a continuous program (one step, from 00:00) does not depend on local time
+            rate = p[0][1] if len(p) == 1 else therapy.rate_at(p, self._local_min(now))
             return self.acc.inc_for_dose(rate, self.path.tip_concentration(self.res.concentration))
         if self.state == MIN_RATE:
             return self.acc.inc_for_volume(self.min_rate_nl)
