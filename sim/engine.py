@@ -89,15 +89,13 @@ class Simulation:
         self.pump = Pump(scenario.stroke_error_pct, scenario.stroke_bias_pct,
                          self.cfg.dead_volume_nl, self.rng, scenario.battery_life_days,
                          self._delivered)
-        if scenario.true_catheter_length_mm is not None:
-            self.pump.set_dead_volume(dead_volume_nl(self.cfg.tubing_nl,
-                                                     scenario.true_catheter_length_mm))
         dose_ug = scenario.program["daily_dose_ng"] / 1000 if scenario.established else 0.0
         self.patient = pt.Patient(self.params, 0, steady_daily_dose_ug=dose_ug)
         self.durable = any(e.name == "power_cut" for e in scenario.events)
         self.fs = MemoryFS() if self.durable else None
         self.powered = True
         self.dead = False
+        self.booting = False
         if self.durable:
             self.runner, _ = st.boot(self.fs, self.pump, scenario.config or None,
                                      self._trace, self._rtc())
@@ -112,7 +110,11 @@ class Simulation:
         if '"k":"alarm"' in line:
             rec = json.loads(line)
             if rec["ev"] == "raise":
-                self.alarms.append({"t_s": self.t // 1000, "code": rec["code"],
+                # the record's therapy time on the simulation clock (a chunk of
+                # wake-ups runs ahead of self.t); at power-on the clock may have lost
+                # the outage, so the boot's own time
+                t = self.t if self.booting else rec["t"] + self.pump.offset_ms
+                self.alarms.append({"t_s": t // 1000, "code": rec["code"],
                                     "priority": rec["pri"]})
 
     def _delivered(self, t, mass_ng, volume_nl):
@@ -192,6 +194,7 @@ class Simulation:
         elif ev.name == "catheter_error":
             mm = int(round(a["actual_length_cm"] * 10))
             self.pump.set_dead_volume(dead_volume_nl(self.cfg.tubing_nl, mm))
+            self.near_empty = self._near_empty_nl()
         elif ev.name in ("rtc_jump", "rtc_invalid"):
             if ev.name == "rtc_jump":
                 self.rtc_delta += a["by"]
@@ -202,7 +205,9 @@ class Simulation:
     def _power_on(self):
         if self.dead:
             return
+        self.booting = True
         self.runner, _info = st.Store(self.fs).recover(self.pump, self._trace, self._rtc())
+        self.booting = False
         self.pump.offset_ms = self.t - self.runner.now
         self.powered = True
 
@@ -282,7 +287,7 @@ class Simulation:
         never = end + 1
         next_sample = 0
         pump = self.pump
-        near_empty = self._near_empty_nl()
+        self.near_empty = self._near_empty_nl()
         while True:
             tw = never
             if self.powered:
@@ -293,7 +298,7 @@ class Simulation:
             te = events[ei].at_ms if ei < len(events) else never
             t = min(next_sample, tr, te)
             if tw < t and tw < end:
-                if t > end or pump.reservoir_nl < near_empty:
+                if t > end or pump.reservoir_nl < self.near_empty:
                     t = tw  # one wake-up at a time (the switch may trip)
                 else:
                     # every wake-up before the next sample or event in one advance:

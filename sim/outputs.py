@@ -5,19 +5,24 @@ runner's own trace, written while the run goes) and ``report.html``.
 ``TIMESERIES_COLUMNS``: times in hours since the scenario start, doses in ug/day,
 delivered ug and mL in the hour before the row (half-open ``[t - 1 h, t)``),
 volumes in mL, concentrations in ng/mL, spasticity on the Modified Ashworth Scale
-(0-4), indices 0-1. Columns from the patient model are illustrative, not
-validated (``sim/patient.py``).
+(0-4), indices 0-1. Columns from the patient model (``MODEL_COLUMNS``) are
+illustrative, not validated (``sim/patient.py``): the last column, ``model_note``,
+says so on every row, so the file carries its warning wherever it is copied.
 """
 
 import csv
 import json
 from pathlib import Path
 
+from sim.patient import MODEL_NOTE
+
 TIMESERIES_COLUMNS = (
     "t_h", "state", "programmed_daily_dose_ug", "delivered_ug", "delivered_ml",
     "reservoir_true_ml", "reservoir_est_ml", "reservoir_pess_ml", "reservoir_opt_ml",
     "csf_ng_per_ml", "effect_ng_per_ml", "mas", "withdrawal_risk", "sedation", "battery_pct",
+    "model_note",
 )
+MODEL_COLUMNS = ("csf_ng_per_ml", "effect_ng_per_ml", "mas", "withdrawal_risk", "sedation")
 
 
 def prepare_dir(out):
@@ -36,7 +41,7 @@ def write_timeseries(path, rows):
         w = csv.writer(f)
         w.writerow(TIMESERIES_COLUMNS)
         for r in rows:
-            w.writerow([_cell(r[c]) for c in TIMESERIES_COLUMNS])
+            w.writerow([_cell(r[c]) for c in TIMESERIES_COLUMNS[:-1]] + [MODEL_NOTE])
 
 
 def _cell(v):

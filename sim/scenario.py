@@ -217,7 +217,6 @@ def _pump(s, t, err):
     s.stroke_error_pct = DEFAULT_STROKE_ERROR_PCT
     s.stroke_bias_pct = 0.0
     s.battery_life_days = DEFAULT_BATTERY_LIFE_DAYS
-    s.true_catheter_length_mm = None
     for key, value in t.items():
         where = f"[pump] {key}"
         if key not in PUMP_KEYS:

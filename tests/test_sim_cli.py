@@ -27,6 +27,7 @@ def test_run_writes_every_output(tmp_path, capsys):
     with open(out / "timeseries.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == list(outputs.TIMESERIES_COLUMNS)
+    assert {r["model_note"] for r in rows} == {"illustrative, not validated"}
     assert len(rows) == 5 * 24 + 1
     trace = (out / "trace.jsonl").read_text().splitlines()
     assert json.loads(trace[0])["k"] == "config"
