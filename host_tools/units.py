@@ -76,6 +76,21 @@ def duration_ms(text, signed=False, what="duration"):
     return sign * total
 
 
+def base_name(spec):
+    """A parameter's name without its canonical unit (``dose_ng`` -> ``dose``)."""
+    return _suffixes(spec)[0]
+
+
+def example_key(spec):
+    """How a person would usually write a parameter: ``dose_ug = ...``,
+    ``volume_ml = ...``, ``every = "24h"``, ``rate_ul_per_day = ...``, ``step_pct = ...``."""
+    base = base_name(spec)
+    preferred = {id(cmds.MASS_UNITS): "_ug = ...", id(cmds.VOLUME_UNITS): "_ml = ...",
+                 id(cmds.RATE_UNITS): "_ul_per_day = ...", id(cmds.TIME_UNITS): ' = "24h"'}
+    return base + preferred.get(id(spec["units"]), " = ...") if spec["units"] else \
+        spec["name"] + " = ..."
+
+
 def _suffixes(spec):
     """The base name of a parameter and its listed units ``{suffix: factor}``."""
     units = dict(spec["units"])
@@ -144,3 +159,23 @@ def _plain(spec, value, what):
     if isinstance(value, bool) or not isinstance(value, int):
         raise UnitError(f"{what} must be an integer, got {value!r}")
     return _nonneg(spec, value, value, what)
+
+
+# the ``allowed_unit`` a refusal names -> (divisor, display unit)
+_HUMAN = {"ng": (1000, "ug"), "ng_per_day": (1000, "ug/day"), "nl": (1_000_000, "mL"),
+          "nl_per_day": (1_000_000, "mL/day"), "ms": (3_600_000, "h")}
+
+
+def human(value, unit):
+    """A canonical amount for people: ``human(130000, "ng_per_day")`` -> ``"130 ug/day"``;
+    an unknown unit is shown as given."""
+    if unit not in _HUMAN:
+        return f"{value} {unit}".strip()
+    div, shown = _HUMAN[unit]
+    return f"{value / div:.4g} {shown}"
+
+
+def describe_offer(offer):
+    """An offered plan (a refusal's ``offer``) in words."""
+    return (f"{offer['command']} to {human(offer['target_daily_dose_ng'], 'ng_per_day')},"
+            f" {offer['step_pct']} % every {human(offer['every_ms'], 'ms')}")

@@ -16,6 +16,7 @@ illustrative, not validated.
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -48,7 +49,9 @@ def _params(sc, model):
 
 
 def run_to_dir(sc, out, params=None, label=None, report=True):
-    """Run ``sc`` writing its files into ``out``; returns the Result."""
+    """Run ``sc`` writing its files into ``out``; returns the Result. Without a
+    report, a report.html left by an earlier run is removed (it would describe
+    another run)."""
     from sim import engine
 
     out = outputs.prepare_dir(out)
@@ -67,26 +70,45 @@ def run_to_dir(sc, out, params=None, label=None, report=True):
 
         rp.write_report(out / "report.html",
                         [outputs.report_run(label or sc.name, result, sc)], sc.name)
+    else:
+        (out / "report.html").unlink(missing_ok=True)
     return result
 
 
-def _print_result(sc, result, out):
+def _refusal(row):
+    text = f"{row['reason']}: {row['message']}"
+    if "allowed_text" in row:
+        text += f" (allowed: {row['allowed_text']})"
+    if "offer_text" in row:
+        text += f" (offered: {row['offer_text']})"
+    return text
+
+
+def _print_result(sc, result, out, report):
     s = result.summary
+    failed = [row for row in result.setup if not row["accepted"]]
+    for row in failed:
+        msg = (f"WARNING: set-up {row['command']} refused, {_refusal(row)};"
+               " the pump was never programmed as the scenario says")
+        print(msg)
+        print(f"itbsim: {msg}", file=sys.stderr)
     refused = [c for c in s["commands"] if not c["accepted"]]
     print(f"{sc.name}: {s['duration_days']:g} days, patient {s['patient']}, seed {sc.seed}")
     print(f"  delivered {s['totals']['delivered_ug']:.1f} ug ({s['totals']['delivered_ml']:.3f} mL)"
           f" in {s['totals']['strokes']} strokes; max any 24 h"
           f" {s['max_delivered_ug_any_24h']:.1f} ug, any 1 h {s['max_delivered_ug_any_1h']:.1f} ug")
-    print(f"  {len(s['alarms'])} alarm(s) raised, {len(s['commands'])} command(s),"
-          f" {len(refused)} refused")
+    codes = {}
+    for a in s["alarms"]:
+        codes[a["code"]] = codes.get(a["code"], 0) + 1
+    shown = ", ".join(f"{c} x{n}" if n > 1 else c for c, n in codes.items())
+    print(f"  alarms raised: {shown or 'none'}")
+    print(f"  {len(s['commands'])} command(s), {len(refused)} refused")
     for c in refused:
-        print(f"    day {c['t_s'] / 86400:.2f} {c['command']}: {c['reason']}: {c['message']}")
-    for row in result.setup:
-        if not row["accepted"]:
-            print(f"  set-up {row['command']} refused: {row['reason']}: {row['message']}",
-                  file=sys.stderr)
+        print(f"    day {c['t_s'] / 86400:.2f} {c['command']}: {_refusal(c)}")
+    for e in s["sim_events"]:
+        print(f"  day {e['t_s'] / 86400:.2f} {e['event']} {e['args'] or ''}".rstrip())
     print(f"  outputs in {out}/ (summary.json, timeseries.csv, trace.jsonl)")
-    if (Path(out) / "report.html").exists():
+    if report:
         print(f"  report: {Path(out) / 'report.html'}")
 
 
@@ -98,7 +120,7 @@ def cmd_run(a):
     t0 = time.perf_counter()
     result = run_to_dir(sc, a.out, params, report=not a.no_report)
     if not a.quiet:
-        _print_result(sc, result, a.out)
+        _print_result(sc, result, a.out, not a.no_report)
         print(f"  ({time.perf_counter() - t0:.2f} s)")
     return 0
 
@@ -106,23 +128,30 @@ def cmd_run(a):
 def cmd_compare(a):
     from sim import report as rp
 
+    # both files are checked before anything runs
+    scs = [(tag, _load(path)) for tag, path in (("A", a.a), ("B", a.b))]
+    params = [_params(sc, a.patient) for _tag, sc in scs]
     out = outputs.prepare_dir(a.out)
     runs = []
-    for tag, path in (("A", a.a), ("B", a.b)):
-        sc = _load(path)
-        res = run_to_dir(sc, out / tag, _params(sc, a.patient), report=False)
+    for (tag, sc), p in zip(scs, params, strict=True):
+        res = run_to_dir(sc, out / tag, p, report=False)
         runs.append(outputs.report_run(f"{tag}: {sc.name}", res, sc, group=tag))
         if not a.quiet:
-            _print_result(sc, res, out / tag)
+            _print_result(sc, res, out / tag, False)
     rp.write_report(out / "report.html", runs, f"{runs[0]['label']} vs {runs[1]['label']}",
                     compare=True)
-    print(f"comparison report: {out / 'report.html'}")
+    if not a.quiet:
+        print(f"comparison report: {out / 'report.html'}")
     return 0
 
 
 def cmd_titrate(a):
     from sim import planner
 
+    if a.patients != 1 and not a.simulate:
+        raise UsageError("--patients needs --simulate")
+    if a.patient:
+        _params(None, a.patient)  # a bad model name is the option's error, before any file
     try:
         p = planner.plan(a.origin, a.screening_dose_ug, a.screening_effect_h, a.target_ug,
                          a.concentration, a.fill_ml, days=a.days, rule=a.rule,
@@ -140,6 +169,12 @@ def cmd_titrate(a):
     print("Refill calendar: " + (", ".join(f"day {d}" for d in p.refills) or "none in the plan")
           + (f"; next low-reservoir alarm day {p.next_low_reservoir_day}"
              if p.next_low_reservoir_day is not None else ""))
+    if a.target_ug < p.start_dose_ug:
+        print(f"NOTE: the target {a.target_ug:g} ug/day is below the start dose the SR-10 rule"
+              f" gives ({p.start_dose_ug:g}); the plan holds the start dose")
+    if p.target_reached_day >= len(p.rows):
+        print(f"NOTE: --days {len(p.rows)} ends the plan before the target"
+              f" (reached on day {p.target_reached_day})")
     if a.out or a.simulate:
         out = outputs.prepare_dir(a.out or "out/titrate")
         toml_path = out / "plan.toml"
@@ -150,7 +185,8 @@ def cmd_titrate(a):
             if a.patients > 1:
                 return _cohort(sc, out / "cohort", a.patients, a.jobs, a.seed, a.quiet)
             res = run_to_dir(sc, out / "run", _params(sc, None))
-            _print_result(sc, res, out / "run")
+            if not a.quiet:
+                _print_result(sc, res, out / "run", True)
     return 0
 
 
@@ -158,8 +194,8 @@ def cmd_replay(a):
     from sim import replay
 
     try:
-        lines = Path(a.trace).read_text().splitlines()
-    except OSError as e:
+        lines = Path(a.trace).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"{a.trace}: cannot read: {e}") from None
     from sim import patient as pt
 
@@ -175,9 +211,10 @@ def cmd_replay(a):
 
     rp.write_report(out / "report.html", [result.report_run()], f"replay of {a.trace}")
     s = result.summary
-    print(f"replayed {a.trace}: {s['duration_days']:.2f} days, {s['totals']['strokes']} strokes,"
-          f" {s['totals']['delivered_ug']:.1f} ug nominal at the tip")
-    print(f"report: {out / 'report.html'}")
+    if not a.quiet:
+        print(f"replayed {a.trace}: {s['duration_days']:.2f} days, {s['totals']['strokes']}"
+              f" strokes, {s['totals']['delivered_ug']:.1f} ug nominal at the tip")
+        print(f"report: {out / 'report.html'}")
     return 0
 
 
@@ -201,34 +238,57 @@ def _cohort(sc, out, n, jobs, seed, quiet, model=None):
     return 0
 
 
+def _seed(text):
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError("a seed is a non-negative integer")
+    return v
+
+
+def _count(text):
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return v
+
+
 def build_parser():
+    from sim.patient import PATIENTS
+
+    models = list(PATIENTS)
     ap = argparse.ArgumentParser(
-        prog="itbsim", description=__doc__.split("\n")[0],
-        epilog="Research/engineering simulation, NOT a medical device.")
+        prog="itbsim", description="ITB pump simulator: the controller against a pump and"
+        " patient model (also: python -m sim).",
+        epilog="Research/engineering simulation, NOT a medical device. Patient-model outputs"
+        " are illustrative, not validated.")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run one scenario", description=(
         "Run SCENARIO.toml: the controller through its runner against the pump and patient"
         " models; writes summary.json, timeseries.csv, trace.jsonl and report.html."))
-    p.add_argument("scenario", help="scenario file (TOML)")
+    p.add_argument("scenario", help="scenario file (TOML; README 'Scenario files')")
     p.add_argument("--out", default="out/run", help="output directory (default: out/run)")
-    p.add_argument("--seed", type=int, help="override the scenario's seed")
-    p.add_argument("--patient", help="override the scenario's patient model")
+    p.add_argument("--seed", type=_seed, help="override the scenario's seed")
+    p.add_argument("--patient", choices=models, help="override the scenario's patient model")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(fn=cmd_run)
 
-    p = sub.add_parser("compare", help="two scenarios side by side in one report")
+    p = sub.add_parser("compare", help="two scenarios side by side in one report", description=(
+        "Run A.toml and B.toml (both checked first) into OUT/A and OUT/B and write one"
+        " report.html with both."))
     p.add_argument("a", help="scenario A (TOML)")
     p.add_argument("b", help="scenario B (TOML)")
-    p.add_argument("--out", default="out/compare", help="output directory")
-    p.add_argument("--patient", help="patient model for both (default: each scenario's)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", default="out/compare", help="output directory (default: out/compare)")
+    p.add_argument("--patient", choices=models,
+                   help="patient model for both (default: each scenario's)")
+    p.add_argument("--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser("titrate", help="plan a titration from screening to a target", description=(
         "Day-by-day titration plan that obeys the label ranges and SR-8/SR-10, with"
-        " mL/day, reservoir and the refill calendar; --simulate runs it."))
+        " mL/day, reservoir and the refill calendar. --out writes it as OUT/plan.toml;"
+        " --simulate runs it (OUT/run, or OUT/cohort with --patients N)."))
     p.add_argument("--origin", choices=("spinal", "cerebral", "paediatric"), required=True)
     p.add_argument("--screening-dose-ug", type=float, default=50.0,
                    help="effective screening bolus, ug (default 50)")
@@ -242,28 +302,42 @@ def build_parser():
     p.add_argument("--fill-ml", type=float, default=20.0, help="fill volume, mL (default 20)")
     p.add_argument("--reservoir-ml", type=float, help="reservoir capacity, mL (default 20)")
     p.add_argument("--days", type=int, help="plan length (default: target + 14 days)")
-    p.add_argument("--out", help="write plan.toml (and the simulation) here")
+    p.add_argument("--out", help="write plan.toml (and the simulation) here"
+                   " (default with --simulate: out/titrate)")
     p.add_argument("--simulate", action="store_true", help="run the plan in the simulator")
-    p.add_argument("--patient", help="virtual patient model for --simulate")
-    p.add_argument("--patients", type=int, default=1, help="cohort size for --simulate")
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--patient", choices=models, help="virtual patient for --simulate"
+                   " (default typical)")
+    p.add_argument("--patients", type=_count, default=1,
+                   help="cohort size for --simulate (default 1: one patient)")
+    p.add_argument("--jobs", type=_count, default=2, help="processes for a cohort (default 2)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the simulation (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no simulation summary or progress bar")
     p.set_defaults(fn=cmd_titrate)
 
-    p = sub.add_parser("replay", help="a recorded runner trace through the patient model")
+    p = sub.add_parser("replay", help="a recorded runner trace through the patient model",
+                       description=(
+        "Re-run a runner trace (trace.jsonl of a simulation, or exported from a board)"
+        " through the controller and the patient model; writes summary.json (\"source\":"
+        " \"trace\"), timeseries.csv and report.html."))
     p.add_argument("trace", help="runner trace (JSONL) from a simulation or a board")
-    p.add_argument("--patient", default="typical", help="patient model (default typical)")
-    p.add_argument("--out", default="out/replay", help="output directory")
+    p.add_argument("--patient", choices=models, default="typical",
+                   help="patient model (default typical)")
+    p.add_argument("--out", default="out/replay", help="output directory (default: out/replay)")
+    p.add_argument("--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(fn=cmd_replay)
 
-    p = sub.add_parser("cohort", help="a seeded cohort of virtual patients in parallel")
+    p = sub.add_parser("cohort", help="a seeded cohort of virtual patients in parallel",
+                       description=(
+        "Run SCENARIO.toml for N virtual patients (clearance and half-life sampled"
+        " jointly around the model) on J processes; writes cohort.csv and cohort.json"
+        " (the outcome table), patients/NNN.json (each summary) and report.html."))
     p.add_argument("scenario", help="scenario file (TOML)")
-    p.add_argument("--patients", type=int, default=20, help="cohort size (default 20)")
-    p.add_argument("--jobs", type=int, default=2, help="parallel processes (default 2)")
-    p.add_argument("--seed", type=int, help="cohort seed (default: the scenario's)")
-    p.add_argument("--patient", help="the model at the cohort's centre")
-    p.add_argument("--out", default="out/cohort", help="output directory")
+    p.add_argument("--patients", type=_count, default=20, help="cohort size (default 20)")
+    p.add_argument("--jobs", type=_count, default=2, help="parallel processes (default 2)")
+    p.add_argument("--seed", type=_seed, help="cohort seed (default: the scenario's)")
+    p.add_argument("--patient", choices=models,
+                   help="the model at the cohort's centre (default: the scenario's)")
+    p.add_argument("--out", default="out/cohort", help="output directory (default: out/cohort)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_cohort)
     return ap
@@ -277,6 +351,10 @@ def main(argv=None):
         print(f"itbsim {a.cmd}: error:\n{e}" if "\n" in str(e) else f"itbsim {a.cmd}: error: {e}",
               file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (| head): stop quietly, as a Unix tool does
+        sys.stdout = open(os.devnull, "w")  # the interpreter flushes it at exit
+        return 0
     except OSError as e:
         print(f"itbsim {a.cmd}: cannot write output: {e}", file=sys.stderr)
         return 1

@@ -38,6 +38,7 @@ from itb.drugs import PUMP_CONCENTRATIONS_UG_PER_ML, DeviceConfig
 from itb.fs import MemoryFS
 from itb.units import dead_volume_nl
 
+from host_tools import units
 from sim import patient as pt
 from sim.pump import Pump
 
@@ -83,6 +84,7 @@ class Simulation:
         self.del_ng = []
         self.alarms = []
         self.commands = []
+        self.sim_events = []  # simulator events as applied (power cuts, faults, clock)
         self.setup = []
         self.rows = []
         self.ids = 0
@@ -325,6 +327,8 @@ class Simulation:
                     self.commands.append(_command_row(t, ev.name, ev.given, res, ev.index))
                 else:
                     self.sim_event(ev)
+                    self.sim_events.append({"t_s": t // 1000, "event": ev.name,
+                                            "args": ev.given, "index": ev.index})
         while len(self.day_rows) < len(self.day_ng):
             self._day_row()
         return Result(self)
@@ -361,6 +365,10 @@ def _command_row(t, name, given, res, index=None):
     for key in ("allowed", "allowed_unit", "offer"):
         if key in res:
             row[key] = res[key]
+    if "allowed" in res:
+        row["allowed_text"] = units.human(res["allowed"], res.get("allowed_unit", ""))
+    if res.get("offer"):
+        row["offer_text"] = units.describe_offer(res["offer"])
     return row
 
 
@@ -419,4 +427,8 @@ class Result:
             "daily": sim.day_rows,
             "alarms": sim.alarms,
             "commands": sim.commands,
+            "sim_events": sim.sim_events,
+            "setup": sim.setup,
+            "origin": sc.origin,
+            "concentration_ug_per_ml": sc.concentration_ug_per_ml,
         }

@@ -159,6 +159,7 @@ def render_report(runs, title, notes=(), *, compare=False, cohort_table=None):
         parts.append(_cohort_section(cohort_table))
     parts.append(_alarm_section(runs))
     parts.append(_command_section(runs))
+    parts.append(_sim_event_section(runs))
     parts.append("</body>\n</html>\n")
     return "".join(parts)
 
@@ -994,7 +995,7 @@ def _key_rows(groups):
             fracs.append(100.0 * got / cap)
             over += hours == 24 and got > cap + 1e-9
         if not fracs:
-            return cells + " (no cap given)"
+            return cells + " (SR-3 default cap)"
         if len(g.runs) == 1:
             note = f"{fracs[0]:.1f} % of the 24 h cap"
             if over:
@@ -1047,7 +1048,7 @@ def _key_rows(groups):
             col(lambda g: cap_cell(g, "max_delivered_ug_any_24h", 24)),
         ),
         ("Max delivered in any 1 h (µg)", col(lambda g: cap_cell(g, "max_delivered_ug_any_1h", 1))),
-        ("Projected refill (day)", col(refill)),
+        ("Projected low-reservoir alarm (day)", col(refill)),
         ("Alarms high / medium / low", col(alarms)),
         ("Commands", col(commands)),
     ]
@@ -1204,20 +1205,34 @@ def _args_text(args, limit=240):
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _refusal_text(c):
+    """Reason code, the controller's message, and the allowed value or offered plan."""
+    parts = [str(c.get("reason"))]
+    if c.get("message"):
+        parts.append(str(c["message"]))
+    if c.get("allowed_text"):
+        parts.append(f"allowed: {c['allowed_text']}")
+    if c.get("offer_text"):
+        parts.append(f"offered: {c['offer_text']}")
+    return " — ".join(parts)
+
+
 def _command_section(runs):
     multi = len(runs) > 1
     rows = []
     for r in runs:
-        for c in r["summary"].get("commands") or []:
+        summary = r["summary"]
+        setup = [dict(c, command=f"{c.get('command')} (set-up)")
+                 for c in summary.get("setup") or []]
+        for c in setup + list(summary.get("commands") or []):
             ok = bool(c.get("accepted"))
             row = [(_e(fmt_time(c.get("t_s", 0))), "time")]
             if multi:
                 row.append(_e(r.get("label", "")))
-            reason = c.get("reason")
             row += [
                 _e(c.get("command")),
                 ("yes", "") if ok else ("no", "refused"),
-                _e(reason) if reason is not None else "—",
+                "—" if ok else _e(_refusal_text(c)),
                 (_e(_args_text(c.get("args"))), "args"),
             ]
             rows.append(row)
@@ -1227,7 +1242,29 @@ def _command_section(runs):
         return "".join(out)
     shown = rows[:MAX_TABLE_ROWS]
     more = len(rows) - len(shown)
-    heads = ["Time"] + (["Run"] if multi else []) + ["Command", "Accepted", "Reason", "Arguments"]
+    heads = ["Time"] + (["Run"] if multi else []) + ["Command", "Accepted", "Reason",
+                                                     "Arguments"]
     out.append(_table(heads, shown, more=more, more_text=_more_text(more, multi)))
     out.append("</section>\n")
     return "".join(out)
+
+
+def _sim_event_section(runs):
+    """Simulator events (power cuts, faults, clock changes) as they were applied."""
+    multi = len(runs) > 1
+    rows = []
+    for r in runs:
+        for e in r["summary"].get("sim_events") or []:
+            row = [(_e(fmt_time(e.get("t_s", 0))), "time")]
+            if multi:
+                row.append(_e(r.get("label", "")))
+            row += [_e(e.get("event")), (_e(_args_text(e.get("args"))), "args")]
+            rows.append(row)
+    if not rows:
+        return ""
+    shown = rows[:MAX_TABLE_ROWS]
+    more = len(rows) - len(shown)
+    heads = ["Time"] + (["Run"] if multi else []) + ["Event", "Arguments"]
+    return ("<section>\n<h2>Simulator events</h2>\n"
+            + _table(heads, shown, more=more, more_text=_more_text(more, multi))
+            + "</section>\n")

@@ -137,7 +137,7 @@ def load(path):
     """Read and check a scenario file; raises ScenarioError (every problem)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is fine
     except (OSError, UnicodeDecodeError) as e:
         raise ScenarioError([f"{path}: cannot read: {e}"]) from None
     return loads(text, str(path))
@@ -182,6 +182,10 @@ def parse(data, source="<scenario>"):
         err("seed", f"must be a non-negative integer, got {s.seed!r}")
     _pump(s, _table(data, "pump", err), err)
     _drug(s, _table(data, "drug", err, required=True), err)
+    capacity = s.config.get("reservoir_capacity_nl", drugs.DeviceConfig().reservoir_capacity_nl)
+    if s.fill_volume_nl > capacity:
+        err("[drug] fill_volume_ml", f"{s.fill_volume_nl / 1e6:g} mL does not fit the reservoir"
+                                     f" ({capacity / 1e6:g} mL, [pump] reservoir_capacity_ml)")
     _patient(s, _table(data, "patient", err), err)
     _prescription(s, _table(data, "prescription", err, required=True), err)
     s.events = _events(data.get("events", []), s, err)
@@ -295,23 +299,48 @@ def _patient(s, t, err):
         s.model = m
 
 
+def prescription_keys():
+    """The [prescription] keys as usually written (help and error text; any unit the
+    schema lists may be used)."""
+    out = []
+    for spec in cmds.params("program"):
+        if spec["name"] == "origin":
+            continue
+        key = units.example_key(spec).split(" ")[0]
+        for alias, param in PRESCRIPTION_ALIASES.items():
+            if key.startswith(param + "_"):
+                key = alias + key[len(param):]
+        out.append(key)
+    return out
+
+
 def _prescription(s, t, err):
     s.program = {"origin": s.origin}
+    given = {}
     for key, value in t.items():
         k = key
         for alias, name in PRESCRIPTION_ALIASES.items():
-            if key.startswith(alias + "_"):
-                k = name + key[len(alias):]
+            if key.startswith(alias + "_") or key.startswith(name + "_"):
+                k = name + key[len(alias if key.startswith(alias) else name):]
         try:
             name, v = units.canonical("program", k, value)
         except units.UnitError as e:
-            err(f"[prescription] {key}", str(e))
+            msg = str(e)
+            if msg.startswith("unknown argument"):
+                msg = (f"unknown key (known: {', '.join(prescription_keys())};"
+                       " other units the schema lists work too)")
+            err(f"[prescription] {key}", msg)
+            given[k] = key
             continue
         if name == "origin":
             err(f"[prescription] {key}", "the origin is given in [patient]")
             continue
+        if name in s.program:
+            err(f"[prescription] {key}", f"given twice (also as {given[name]})")
+            continue
+        given[name] = key
         s.program[name] = v
-    if "daily_dose_ng" not in s.program:
+    if "daily_dose_ng" not in s.program and not any(k.startswith("daily_dose") for k in given):
         err("[prescription] daily_dose_ug", "missing")
     screening = [k for k in ("screening_dose_ng", "screening_effect_ms") if k in s.program]
     if len(screening) == 1:
@@ -334,7 +363,10 @@ def _events(events, s, err):
             at = None
         else:
             try:
-                at = units.duration_ms(ev["at"], what="at")
+                at = units.duration_ms(ev["at"], signed=True, what="at")
+                if at < 0:
+                    err(f"{where} at", f"{ev['at']!r} is before the start (times count from 0)")
+                    at = None
             except units.UnitError as e:
                 err(f"{where} at", str(e))
                 at = None
@@ -413,7 +445,18 @@ def _event(key, value, where, err):
             err(f"{where} {k}", _library(cv))
             ok = False
             continue
+        if pname in args:
+            err(f"{where} {k}", "given twice")
+            ok = False
+            continue
         args[pname] = cv
+    if ok:
+        for p in specs:
+            if p["default"] is None and p["name"] not in args and not (
+                    name == "refill" and p["name"] == "aspirated_nl"):
+                err(where, f"missing argument {units.base_name(p)}"
+                           f" (e.g. {units.example_key(p)})")
+                ok = False
     return (name, args) if ok else None
 
 

@@ -61,8 +61,9 @@ def test_bad_scenario_exits_2_with_every_error_and_writes_nothing(tmp_path, caps
 
 def test_unknown_patient_and_missing_file(tmp_path, capsys):
     ex = str(EXAMPLES / "missed_refill.toml")
-    assert cli.main(["run", ex, "--out", str(tmp_path), "--patient", "nobody"]) == 2
-    assert "nobody" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", ex, "--out", str(tmp_path), "--patient", "nobody"])
+    assert e.value.code == 2 and "nobody" in capsys.readouterr().err
     assert cli.main(["run", str(tmp_path / "nope.toml")]) == 2
     assert "cannot read" in capsys.readouterr().err
 
@@ -146,4 +147,64 @@ def test_cohort_is_deterministic_and_parallel(tmp_path, capsys):
     assert len({r["cl_ml_per_h"] for r in a}) == 3
     assert (tmp_path / "a" / "report.html").exists()
     assert "median:" in capsys.readouterr().out
-    assert cli.main(["cohort", ex, "--patients", "0"]) == 2
+    with pytest.raises(SystemExit) as e:
+        cli.main(["cohort", ex, "--patients", "0"])
+    assert e.value.code == 2 and "at least 1" in capsys.readouterr().err
+
+
+def test_refused_set_up_is_loud_and_recorded(tmp_path, capsys):
+    """A prescription the controller refuses at set-up (over the SR-10 start dose)
+    leaves an unprogrammed pump: the run says so first, on stdout and stderr, and
+    summary.json and the report carry the refusal with the allowed value."""
+    bad = tmp_path / "s.toml"
+    bad.write_text('duration_days = 1\n[drug]\nconcentration_ug_per_ml = 500\n'
+                   'fill_volume_ml = 20\n[prescription]\ndaily_dose_ug = 300\n'
+                   'screening_dose_ug = 50\nscreening_effect_h = 6\n')
+    assert cli.main(["run", str(bad), "--out", str(tmp_path / "o")]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("WARNING: set-up program refused, START_RULE")
+    assert "allowed: 100 ug/day" in out and "set-up program refused" in err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert [(r["command"], r["accepted"]) for r in summary["setup"]] == [
+        ("refill", True), ("prime", True), ("program", False)]
+    assert "program (set-up)" in (tmp_path / "o" / "report.html").read_text()
+
+
+def test_no_report_removes_a_stale_one(tmp_path, capsys):
+    out = tmp_path / "o"
+    ex = str(EXAMPLES / "emergency_stop_overdose.toml")
+    assert cli.main(["run", ex, "--out", str(out), "--quiet"]) == 0
+    assert (out / "report.html").exists()
+    assert cli.main(["run", ex, "--out", str(out), "--no-report"]) == 0
+    assert not (out / "report.html").exists() and "report:" not in capsys.readouterr().out
+
+
+def test_compare_checks_both_files_before_running(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("duration_days = 1\n")
+    good = str(EXAMPLES / "emergency_stop_overdose.toml")
+    assert cli.main(["compare", good, str(bad), "--out", str(tmp_path / "c")]) == 2
+    assert "[drug]: missing table" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_replay_of_a_binary_file_and_titrate_option_errors(tmp_path, capsys):
+    binary = tmp_path / "b.jsonl"
+    binary.write_bytes(b"\xff\xfe\n")
+    assert cli.main(["replay", str(binary), "--out", str(tmp_path / "r")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert cli.main(["titrate", "--origin", "spinal", "--screening-effect-h", "6",
+                     "--target-ug", "400", "--patients", "3"]) == 2
+    assert "--patients needs --simulate" in capsys.readouterr().err
+    assert cli.main(["titrate", "--origin", "spinal", "--screening-effect-h", "6",
+                     "--target-ug", "80", "--days", "3"]) == 0
+    assert "below the start dose" in capsys.readouterr().out
+
+
+def test_sim_events_are_reported(tmp_path):
+    s = sc.loads('duration_days = 2\n[drug]\nconcentration_ug_per_ml = 2000\n'
+                 'fill_volume_ml = 20\n[prescription]\ndaily_dose_ug = 400\n'
+                 '[[events]]\nat = "1d"\nmotor_fault = { duration = "1h" }\n')
+    res = engine.Simulation(s).run()
+    assert res.summary["sim_events"] == [
+        {"t_s": 86_400, "event": "motor_fault", "args": {"duration": "1h"}, "index": 0}]

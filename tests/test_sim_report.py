@@ -139,7 +139,7 @@ def test_fmt_time():
 def test_hostile_label_is_escaped(tmp_path):
     evil = '<script>alert("x")</script> $\\frac{1}{0}$ _hidden'
     run = make_run(evil, scenario="<b>scen</b>")
-    run["summary"]["commands"][0]["reason"] = "<img src=x onerror=alert(1)>"
+    run["summary"]["commands"][0].update(accepted=False, reason="<img src=x onerror=alert(1)>")
     run["summary"]["alarms"][0]["code"] = "<i>CODE</i>"
     path = report.write_report(tmp_path / "r.html", [run], "<script>t</script>", compare=True)
     text = path.read_text(encoding="utf-8")

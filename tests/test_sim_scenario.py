@@ -191,7 +191,6 @@ set_daily_dose_ug = 120
         "[patient] origin: 'lumbar' is not one of",
         "[patient] model: 'nobody' is not one of",
         "[prescription] daily_dose_ml: unit 'ml' is not listed for daily_dose_ng",
-        "[prescription] daily_dose_ug: missing",
         "events[0] at: at 'tomorrow' is not a duration",
         "events[1] set_daily_dose_ml daily_dose_ml: unit 'ml' is not listed",
         "events[2] bolus dose_ug: dose_ug must be a number, got 'fifty'",
@@ -225,6 +224,9 @@ def test_syntax_error_and_unreadable_file(tmp_path):
     ('stop = "mri"\nemergency_stop = true', "needs exactly one event key"),
     ('prepare = true', "unknown event"),
     ('catheter_error = { actual_length_cm = -1 }', "must be non-negative"),
+    ('bolus = { dose_ug = 20 }', 'missing argument duration (e.g. duration = "24h")'),
+    ('refill = { concentration_ug_per_ml = 2000 }', "missing argument volume (e.g. volume_ml"),
+    ('bolus = { dose_ug = 20, dose_ng = 3, duration = "1h" }', "given twice"),
 ])
 def test_bad_event_forms(event, message):
     errs = errors_of(MINIMAL + f'[[events]]\nat = "1d"\n{event}\n')
@@ -237,6 +239,8 @@ def test_event_after_the_end_and_half_screening():
                      + '[[events]]\nat = "3d"\nemergency_stop = true\n')
     assert any("go together (SR-10)" in e for e in errs)
     assert any("not before the end of the scenario" in e for e in errs)
+    errs = errors_of(MINIMAL + '[[events]]\nat = "-1h"\nemergency_stop = true\n')
+    assert len(errs) == 1 and "before the start" in errs[0]
 
 
 @pytest.mark.parametrize("text, ms", [
@@ -261,3 +265,22 @@ def test_signed_duration_and_exact_amounts():
     for bad in (True, None, [1], "x", float("nan"), float("inf")):
         with pytest.raises(units.UnitError):
             units.exact(bad, 1000, "v")
+
+
+@pytest.mark.parametrize("text, message", [
+    (MINIMAL.replace("fill_volume_ml = 20", "fill_volume_ml = 25"), "does not fit the reservoir"),
+    (MINIMAL + "max_daily_dose_ug = 500\ncap_24h_ug = 600\n", "given twice"),
+    (MINIMAL + "max_daly_dose_ug = 5\n", "known: daily_dose_ug, max_daily_dose_ug"),
+])
+def test_prescription_and_fill_checks(text, message):
+    """What cannot run is refused before the run: a fill larger than the reservoir,
+    one cap given under two names (which would silently pick one), a typo (the
+    message lists the keys as the README writes them)."""
+    errs = errors_of(text)
+    assert len(errs) == 1 and message in errs[0], errs
+
+
+def test_a_byte_order_mark_is_fine(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes("\ufeff".encode() + MINIMAL.encode())
+    assert sc.load(path).duration_ms == 2 * 86_400_000
