@@ -24,19 +24,21 @@ from decimal import Decimal, InvalidOperation
 from itb import commands as cmds
 
 DURATION_UNITS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
-_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|min|h|d)")  # ASCII digits only
 
 
 class UnitError(ValueError):
     """A value that cannot be converted to its canonical integer."""
 
 
-def exact(value, factor, what):
-    """``value`` (int, float or decimal text) x ``factor`` as an exact int.
+def exact(value, factor, what, text=False):
+    """``value`` (int or float; decimal text only with ``text``, for the parts of a
+    duration) x ``factor`` as an exact int.
 
-    Raises UnitError for a bool, a non-number, a non-finite value or a result that
-    is not a whole canonical unit (``0.00001 ug`` is not a whole ng)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    Raises UnitError for a bool, a string, a non-number, a non-finite value or a
+    result that is not a whole canonical unit (``0.00001 ug`` is not a whole ng)."""
+    kinds = (int, float, str) if text else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
         raise UnitError(f"{what} must be a number, got {value!r}")
     try:
         d = Decimal(str(value)) * factor
@@ -64,7 +66,7 @@ def duration_ms(text, signed=False, what="duration"):
         m = _PART.match(s, pos)
         if not m:
             break
-        total += exact(m[1], DURATION_UNITS[m[2]], what)
+        total += exact(m[1], DURATION_UNITS[m[2]], what, text=True)
         parts += 1
         pos = m.end()
         while pos < len(s) and s[pos] == " ":

@@ -75,23 +75,10 @@ def run_to_dir(sc, out, params=None, label=None, report=True):
     return result
 
 
-def _refusal(row):
-    text = f"{row['reason']}: {row['message']}"
-    if "allowed_text" in row:
-        text += f" (allowed: {row['allowed_text']})"
-    if "offer_text" in row:
-        text += f" (offered: {row['offer_text']})"
-    return text
-
-
 def _print_result(sc, result, out, report):
     s = result.summary
-    failed = [row for row in result.setup if not row["accepted"]]
-    for row in failed:
-        msg = (f"WARNING: set-up {row['command']} refused, {_refusal(row)};"
-               " the pump was never programmed as the scenario says")
+    for msg in outputs.setup_warnings(result.setup):
         print(msg)
-        print(f"itbsim: {msg}", file=sys.stderr)
     refused = [c for c in s["commands"] if not c["accepted"]]
     print(f"{sc.name}: {s['duration_days']:g} days, patient {s['patient']}, seed {sc.seed}")
     print(f"  delivered {s['totals']['delivered_ug']:.1f} ug ({s['totals']['delivered_ml']:.3f} mL)"
@@ -104,7 +91,7 @@ def _print_result(sc, result, out, report):
     print(f"  alarms raised: {shown or 'none'}")
     print(f"  {len(s['commands'])} command(s), {len(refused)} refused")
     for c in refused:
-        print(f"    day {c['t_s'] / 86400:.2f} {c['command']}: {_refusal(c)}")
+        print(f"    day {c['t_s'] / 86400:.2f} {c['command']}: {outputs.refusal_text(c)}")
     for e in s["sim_events"]:
         print(f"  day {e['t_s'] / 86400:.2f} {e['event']} {e['args'] or ''}".rstrip())
     print(f"  outputs in {out}/ (summary.json, timeseries.csv, trace.jsonl)")
@@ -119,6 +106,8 @@ def cmd_run(a):
     params = _params(sc, a.patient)
     t0 = time.perf_counter()
     result = run_to_dir(sc, a.out, params, report=not a.no_report)
+    for msg in outputs.setup_warnings(result.setup):  # also with --quiet
+        print(f"itbsim: {msg}", file=sys.stderr)
     if not a.quiet:
         _print_result(sc, result, a.out, not a.no_report)
         print(f"  ({time.perf_counter() - t0:.2f} s)")
@@ -169,9 +158,11 @@ def cmd_titrate(a):
     print("Refill calendar: " + (", ".join(f"day {d}" for d in p.refills) or "none in the plan")
           + (f"; next low-reservoir alarm day {p.next_low_reservoir_day}"
              if p.next_low_reservoir_day is not None else ""))
-    if a.target_ug < p.start_dose_ug:
-        print(f"NOTE: the target {a.target_ug:g} ug/day is below the start dose the SR-10 rule"
-              f" gives ({p.start_dose_ug:g}); the plan holds the start dose")
+    if p.start_dose_ug < p.start_limit_ug:
+        print(f"NOTE: the target is below the SR-10 start limit ({p.start_limit_ug:g} ug/day):"
+              " the plan starts at the target and holds it")
+    for w in p.warnings:
+        print(f"NOTE: {w}")
     if p.target_reached_day >= len(p.rows):
         print(f"NOTE: --days {len(p.rows)} ends the plan before the target"
               f" (reached on day {p.target_reached_day})")
@@ -227,8 +218,8 @@ def cmd_cohort(a):
 def _cohort(sc, out, n, jobs, seed, quiet, model=None):
     from sim import cohort
 
-    if n < 1 or jobs < 1:
-        raise UsageError("--patients and --jobs must be at least 1")
+    if not (1 <= n <= MAX_PATIENTS and 1 <= jobs <= 64):
+        raise UsageError(f"--patients must be 1 to {MAX_PATIENTS} and --jobs 1 to 64")
     try:
         table, path = cohort.run_cohort(sc, out, n, jobs, seed, model, progress=not quiet)
     except ValueError as e:
@@ -243,6 +234,9 @@ def _seed(text):
     if v < 0:
         raise argparse.ArgumentTypeError("a seed is a non-negative integer")
     return v
+
+
+MAX_PATIENTS = 10_000
 
 
 def _count(text):
@@ -332,7 +326,8 @@ def build_parser():
         " jointly around the model) on J processes; writes cohort.csv and cohort.json"
         " (the outcome table), patients/NNN.json (each summary) and report.html."))
     p.add_argument("scenario", help="scenario file (TOML)")
-    p.add_argument("--patients", type=_count, default=20, help="cohort size (default 20)")
+    p.add_argument("--patients", type=_count, default=20,
+                   help=f"cohort size (default 20, at most {MAX_PATIENTS})")
     p.add_argument("--jobs", type=_count, default=2, help="parallel processes (default 2)")
     p.add_argument("--seed", type=_seed, help="cohort seed (default: the scenario's)")
     p.add_argument("--patient", choices=models,

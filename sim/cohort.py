@@ -83,14 +83,15 @@ def run_cohort(sc, out, n, jobs, seed, model=None, progress=True):
                 bar.update()
     bar.close()
     table, runs = [], []
+    for line in sorted({w for r in results for w in outputs.setup_warnings(r[0]["setup"])}):
+        print(f"itbsim cohort: {line}", file=sys.stderr)
     for i, (summary, rows, refill_day) in enumerate(results):
         label = people[i].name
         table.append(outcome(label, people[i], summary, rows))
         (out / "patients" / f"{i:03d}.json").write_text(json.dumps(summary) + "\n")
         runs.append({"label": label, "group": "A", "summary": summary, "timeseries": rows,
                      "low_reservoir_ml": sc.config.get("low_reservoir_nl", 4_000_000) / 1e6,
-                     "projected_refill_day": refill_day,
-                     "cap_24h_ug": sc.program.get("cap_24h_ng", 0) / 1000 or None})
+                     "projected_refill_day": refill_day, **outputs.caps_ug(sc)})
     with open(out / "cohort.csv", "w") as f:
         f.write(",".join(TABLE_COLUMNS) + "\n")
         for row in table:

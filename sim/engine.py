@@ -91,8 +91,7 @@ class Simulation:
         self.pump = Pump(scenario.stroke_error_pct, scenario.stroke_bias_pct,
                          self.cfg.dead_volume_nl, self.rng, scenario.battery_life_days,
                          self._delivered)
-        dose_ug = scenario.program["daily_dose_ng"] / 1000 if scenario.established else 0.0
-        self.patient = pt.Patient(self.params, 0, steady_daily_dose_ug=dose_ug)
+        self.patient = None  # made after the set-up (it depends on what was accepted)
         self.durable = any(e.name == "power_cut" for e in scenario.events)
         self.fs = MemoryFS() if self.durable else None
         self.powered = True
@@ -171,14 +170,20 @@ class Simulation:
             elif name == "prime":
                 self.pump.prime(args["contents"])
             elif name == "port_injection":
-                self.patient.dose(self.t, float(args["dose_ng"]))
+                # SR-30: straight into the catheter, not from the reservoir: in the
+                # delivered figures (mass at the tip; its volume is not the pump's)
+                self._delivered(self.t, float(args["dose_ng"]), 0.0)
         return res
 
     # -- simulator events
     def sim_event(self, ev):
         a = ev.args
         if ev.name == "power_cut":
-            if self.powered:
+            if not self.powered and self._restart_at:
+                # a cut while the power is still off: the outage lasts to the later end
+                end = max(self._restart_at[0], self.t + a["duration"])
+                self._restart_at[0] = end
+            elif self.powered:
                 # The cut falls just after a durable write at its instant (what a cut
                 # between writes loses is the littlefs power-cut sweep's subject,
                 # tests/test_store_powercut.py): the recovered therapy clock restarts
@@ -220,14 +225,7 @@ class Simulation:
 
     # -- sampling
     def programmed_ug_per_day(self):
-        if not self.powered:
-            return 0.0
-        c = self.runner.ctrl
-        if c.state == "RUNNING":
-            return c.daily_dose_ng() / 1000
-        if c.state == "MIN_RATE":
-            return c.min_rate_nl * c.res.concentration / 1e6
-        return 0.0
+        return programmed_ug_per_day(self.runner.ctrl) if self.powered else 0.0
 
     def _sample(self):
         t = self.t
@@ -252,6 +250,10 @@ class Simulation:
             "sedation": p["sedation"],
             "battery_pct": self.pump.battery_pct(t),
         })
+        if self.pump.dead and self.powered:
+            # the battery ran out between strokes (a stopped pump, say): off for good
+            self.runner.power_cut(t - self.pump.offset_ms)
+            self._lost_power()
         self.hour_ng = self.hour_nl = 0.0
         if t and t % DAY_MS == 0 and len(self.day_rows) < len(self.day_ng):
             self._day_row()
@@ -278,6 +280,12 @@ class Simulation:
         ):
             res = self.command(name, args)
             self.setup.append(_command_row(0, name, args, res))
+        # an established therapy: the patient is at steady state on it and adapted,
+        # if the pump could be programmed with it; else (or after implant) drug-naive
+        dose_ug = 0.0
+        if sc.established and all(row["accepted"] for row in self.setup):
+            dose_ug = sc.program["daily_dose_ng"] / 1000
+        self.patient = pt.Patient(self.params, 0, steady_daily_dose_ug=dose_ug)
 
     def run(self):
         sc = self.sc
@@ -353,6 +361,17 @@ class Simulation:
             self._lost_power()
         elif self.pump.switch and not runner.ctrl.res.switch:
             runner.empty_switch(now, True)  # the syringe-empty switch tripped (SR-19)
+
+
+def programmed_ug_per_day(ctrl):
+    """The basal the controller is set to deliver, ug/day: the program's daily dose
+    while RUNNING, the patency rate at the reservoir's concentration in MIN_RATE,
+    else 0."""
+    if ctrl.state == "RUNNING":
+        return ctrl.daily_dose_ng() / 1000
+    if ctrl.state == "MIN_RATE":
+        return ctrl.min_rate_nl * ctrl.res.concentration / 1e6
+    return 0.0
 
 
 def _command_row(t, name, given, res, index=None):

@@ -54,9 +54,33 @@ def report_run(label, result, scenario, group="A"):
     """A run as the report module takes it (``sim.report.write_report``)."""
     s = result.summary
     low = scenario.config.get("low_reservoir_nl", 4_000_000) / 1e6
-    cap = scenario.program.get("cap_24h_ng", 0) / 1000 or None
     return {
         "label": label, "group": group, "summary": s, "timeseries": result.rows,
         "low_reservoir_ml": low, "projected_refill_day": result.projected_refill_day,
-        "cap_24h_ug": cap,
+        **caps_ug(scenario),
     }
+
+
+def caps_ug(scenario):
+    """The prescription's caps for the report (None: the SR-3 default)."""
+    return {"cap_24h_ug": scenario.program.get("cap_24h_ng", 0) / 1000 or None,
+            "cap_1h_ug": scenario.program.get("cap_1h_ng", 0) / 1000 or None}
+
+
+def refusal_text(row):
+    """A refused command's reason code, message, and the allowed value or offered plan
+    (a ``commands`` or ``setup`` row of summary.json)."""
+    text = str(row.get("reason"))
+    if row.get("message"):
+        text += f": {row['message']}"
+    if row.get("allowed_text"):
+        text += f" (allowed: {row['allowed_text']})"
+    if row.get("offer_text"):
+        text += f" (offered: {row['offer_text']})"
+    return text
+
+
+def setup_warnings(setup):
+    """Lines saying which set-up command the controller refused (empty when none)."""
+    return [f"WARNING: set-up {row['command']} refused, {refusal_text(row)}; the pump was never"
+            " programmed as the scenario says" for row in setup if not row["accepted"]]

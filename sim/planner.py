@@ -24,6 +24,8 @@ Rules, all computed by the controller's own functions (no rule written twice):
 (a ``ValueError``) naming the rule.
 """
 
+import math
+
 from itb import drugs, limits, therapy
 from itb.reservoir import Reservoir
 from itb.units import HOUR_MS, volume_nl_up
@@ -32,6 +34,7 @@ from itb.units import HOUR_MS, volume_nl_up
 LABEL_STEP_PCT = {"spinal": (10, 30), "cerebral": (5, 15), "paediatric": (5, 15)}
 DEFAULT_STEP_PCT = {"spinal": 20, "cerebral": 10, "paediatric": 10}
 REFILL_LEAD_DAYS = 4
+MAX_EFFECT_H = 168  # the program's screening_effect range (7 days)
 
 
 class PlanError(ValueError):
@@ -42,7 +45,8 @@ class Plan:
     """``rows``: one dict per day (``day``, ``daily_dose_ug``, ``daily_ml``,
     ``reservoir_ml``, ``reservoir_pess_ml``, ``note``); ``refills``: planned refill
     days; ``low_reservoir_days``: days the LOW_RESERVOIR alarm would start;
-    ``start_dose_ug``, ``target_reached_day``; the inputs as attributes."""
+    ``start_dose_ug`` (and the SR-10 ``start_limit_ug``), ``target_reached_day``,
+    ``warnings``; the inputs as attributes."""
 
     def scenario_toml(self, name="titration plan", model="typical", seed=0):
         """The plan as a scenario file (TOML text) for ``itbsim run``."""
@@ -105,23 +109,33 @@ def plan(origin, screening_dose_ug, screening_effect_h, target_ug, concentration
     if step > cfg.up_pct(origin):
         raise PlanError(f"step {step} % exceeds the device's SR-8 up-cap"
                         f" ({cfg.up_pct(origin)} %)")
+    for name, v in (("screening dose", screening_dose_ug), ("target", target_ug),
+                    ("screening effect", screening_effect_h), ("fill volume", fill_ml),
+                    ("reservoir capacity", capacity_ml)):
+        if not math.isfinite(v):
+            raise PlanError(f"the {name} must be a finite number, got {v}")
     screening_ng = _ng(screening_dose_ug, "screening dose")
     if screening_ng <= 0:
         raise PlanError("the screening dose must be positive (SR-10)")
-    if screening_effect_h < 0:
-        raise PlanError("the screening effect duration must not be negative")
+    if not 0 <= screening_effect_h <= MAX_EFFECT_H:
+        raise PlanError(f"the screening effect duration must be 0 to {MAX_EFFECT_H} h"
+                        " (the program's range)")
+    if capacity_ml <= 0:
+        raise PlanError("the reservoir capacity must be positive")
     if not 0 < fill_ml <= capacity_ml:
         raise PlanError(f"fill volume must be in (0, {capacity_ml:g}] mL")
-    start = limits.start_limit_ng(screening_ng, int(round(screening_effect_h * HOUR_MS)), rule)
     target = _ng(target_ug, "target")
+    if target <= 0:
+        raise PlanError("the target daily dose must be positive")
     if target > cfg.max_daily_dose_ng:
         raise PlanError(f"target exceeds the hard maximum daily dose"
                         f" ({cfg.max_daily_dose_ng / 1000:g} ug/day, SR-2)")
+    # SR-10 is a ceiling: a target below it is the start dose itself
+    limit = limits.start_limit_ng(screening_ng, int(round(screening_effect_h * HOUR_MS)), rule)
+    start = min(target, limit)
     steps = therapy.plan_doses(start, target, step, True) if target > start else []
     # day 0: the start dose, held 24 h (SR-10); the plan's first step applies at 24 h
     doses = [start] + steps
-    if target <= start:
-        doses = [start]  # a target at or below the start dose: hold the start dose
     n = days if days is not None else len(doses) + 14
     if n < 1:
         raise PlanError("days must be at least 1")
@@ -129,6 +143,7 @@ def plan(origin, screening_dose_ug, screening_effect_h, target_ug, concentration
     p.origin, p.rule, p.step_pct = origin, rule, step
     p.screening_dose_ug, p.screening_effect_h = screening_ng / 1000, screening_effect_h
     p.start_dose_ug = start / 1000
+    p.start_limit_ug = limit / 1000  # SR-10; the start is lower when the target is
     p.target_ug = doses[-1] / 1000
     p.concentration_ug_per_ml = concentration_ug_per_ml
     p.fill_ml, p.capacity_ml = fill_ml, capacity_ml
@@ -161,6 +176,12 @@ def plan(origin, screening_dose_ug, screening_effect_h, target_ug, concentration
             "reservoir_pess_ml": res.pessimistic_nl() / 1e6, "note": "; ".join(notes),
         })
     p.next_low_reservoir_day = _alarm_day(res, daily_nl, n, cfg)
+    p.warnings = []
+    gaps = [b - a for a, b in zip(p.refills, p.refills[1:], strict=False)]
+    if gaps and min(gaps) <= refill_lead_days + 1:
+        p.warnings.append(f"refills {min(gaps)} day(s) apart: a {fill_ml:g} mL fill does not"
+                          " last at this dose and concentration (a stronger concentration or"
+                          " a larger fill is needed)")
     return p
 
 

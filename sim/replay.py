@@ -16,7 +16,9 @@ from itb.runner import JournalReplayer, Runner
 from itb.trace import decode
 
 from sim import patient as pt
-from sim.engine import DAY_MS, HOUR_MS, max_window
+from sim.engine import DAY_MS, HOUR_MS, max_window, programmed_ug_per_day
+
+MAX_REPLAY_MS = 36500 * DAY_MS  # a century, as for scenarios (hourly rows in memory)
 
 
 class _NoAudit:
@@ -34,10 +36,12 @@ class _Tap:
         self.ctrl = None
         self.pg = 0
         self.last_t = None
+        self.strokes = 0  # commanded strokes (intents the replay ran)
 
     def stroke(self, n, volume_nl, now):
         self.flush()
         self.last_t = now
+        self.strokes += 1
         return self.inner.stroke(n, volume_nl, now)
 
     def flush(self):
@@ -56,7 +60,7 @@ class ReplayResult:
     def report_run(self):
         return {"label": "trace", "group": "A", "summary": self.summary,
                 "timeseries": self.rows, "low_reservoir_ml": self.low_ml,
-                "projected_refill_day": None, "cap_24h_ug": None}
+                "projected_refill_day": None, "cap_24h_ug": None, "cap_1h_ug": None}
 
 
 def replay(lines, params, source="trace"):
@@ -65,7 +69,7 @@ def replay(lines, params, source="trace"):
     trace that does not start with a ``config`` record."""
     deliveries, samples, alarms, commands = [], [], [], []
     rep, tap, runner = None, None, None
-    strokes = 0
+    end_t = 0
     pending_cmd = None
     prepared = "confirm"  # the command the last accepted prepare named
     next_h = 0
@@ -89,12 +93,12 @@ def replay(lines, params, source="trace"):
             continue
         if rep is None:
             raise ValueError("the trace must start with a config record")
-        while runner.powered and next_h <= t:
-            samples.append(_sample(next_h, runner.ctrl))
+        if t > MAX_REPLAY_MS:
+            raise ValueError(f"line {i + 1}: t={t} ms is past {MAX_REPLAY_MS // DAY_MS} days")
+        while next_h <= t:
+            samples.append(_sample(next_h, runner))
             next_h += HOUR_MS
-        if k == "stroke":
-            strokes += 1
-        elif k == "alarm" and rec["ev"] == "raise":
+        if k == "alarm" and rec["ev"] == "raise":
             alarms.append({"t_s": t // 1000, "code": rec["code"], "priority": rec["pri"]})
         elif k == "cmd":
             pending_cmd = rec["cmd"]
@@ -117,14 +121,18 @@ def replay(lines, params, source="trace"):
     if runner is None:
         raise ValueError("the trace is empty")
     tap.flush()
-    samples.append(_sample(next_h, runner.ctrl))
-    return _result(deliveries, samples, alarms, commands, strokes, end_t, params,
+    samples.append(_sample(next_h, runner))
+    return _result(deliveries, samples, alarms, commands, tap.strokes, end_t, params,
                    runner.ctrl.cfg.low_reservoir_nl / 1e6, source)
 
 
-def _sample(t, ctrl):
+def _sample(t, runner):
+    """The controller's view at ``t`` (state before the records at ``t``); OFF while
+    the power is off."""
+    ctrl = runner.ctrl
     r = ctrl.res
-    return (t, ctrl.state, ctrl.daily_dose_ng() / 1000 if ctrl.state == "RUNNING" else 0.0,
+    on = runner.powered
+    return (t, ctrl.state if on else "OFF", programmed_ug_per_day(ctrl) if on else 0.0,
             r.remaining_nl() / 1e6, r.pessimistic_nl() / 1e6, r.optimistic_nl() / 1e6)
 
 

@@ -34,7 +34,8 @@ Input: ``runs`` is a list of run dicts, one per simulated patient::
         "state": str}, ...],           # (unused by the plots)
       "low_reservoir_ml": float,       # low-reservoir alarm level, mL
       "projected_refill_day": float|None,   # days from the start
-      "cap_24h_ug": float|None,        # prescription 24 h cap, µg
+      "cap_24h_ug": float|None,        # prescription 24 h cap, µg (None: SR-3 default)
+      "cap_1h_ug": float|None,         # prescription 1 h cap, µg (None: SR-3 default)
     }
 
 Modes: one run; a cohort (several runs, ``compare=False``: one group whatever their
@@ -75,6 +76,8 @@ import json
 import math
 import re
 import warnings
+
+from sim.outputs import refusal_text
 
 BANNER = (
     "Research/engineering simulation, NOT a medical device. "
@@ -986,25 +989,26 @@ def _key_rows(groups):
         return vals
 
     def cap_cell(g, key, hours):
+        # each window against its own cap: the prescription's 24 h or 1 h cap
         cells = _stat(summ(g, key))
+        cap_key = "cap_24h_ug" if hours == 24 else "cap_1h_ug"
         fracs, over = [], 0
         for r in g.runs:
-            cap, got = _num(r.get("cap_24h_ug")), _num(r["summary"].get(key))
+            cap, got = _num(r.get(cap_key)), _num(r["summary"].get(key))
             if math.isnan(cap) or math.isnan(got) or cap <= 0:
                 continue
             fracs.append(100.0 * got / cap)
-            over += hours == 24 and got > cap + 1e-9
+            over += got > cap + 1e-9
         if not fracs:
             return cells + " (SR-3 default cap)"
         if len(g.runs) == 1:
-            note = f"{fracs[0]:.1f} % of the 24 h cap"
+            note = f"{fracs[0]:.1f} % of the {hours} h cap"
             if over:
                 return f'<span class="over">{cells} ({note}: OVER CAP)</span>'
             return f"{cells} ({note})"
-        text = f"{cells}; {_stat(fracs)} % of cap"
-        if hours == 24:
-            cls = ' class="over"' if over else ""
-            text += f"; <span{cls}>{over} of {len(fracs)} runs over cap</span>"
+        text = f"{cells}; {_stat(fracs)} % of the {hours} h cap"
+        cls = ' class="over"' if over else ""
+        text += f"; <span{cls}>{over} of {len(fracs)} runs over cap</span>"
         return text
 
     def caps(g):
@@ -1205,18 +1209,6 @@ def _args_text(args, limit=240):
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _refusal_text(c):
-    """Reason code, the controller's message, and the allowed value or offered plan."""
-    parts = [str(c.get("reason"))]
-    if c.get("message"):
-        parts.append(str(c["message"]))
-    if c.get("allowed_text"):
-        parts.append(f"allowed: {c['allowed_text']}")
-    if c.get("offer_text"):
-        parts.append(f"offered: {c['offer_text']}")
-    return " — ".join(parts)
-
-
 def _command_section(runs):
     multi = len(runs) > 1
     rows = []
@@ -1232,7 +1224,7 @@ def _command_section(runs):
             row += [
                 _e(c.get("command")),
                 ("yes", "") if ok else ("no", "refused"),
-                "—" if ok else _e(_refusal_text(c)),
+                "—" if ok else _e(refusal_text(c)),
                 (_e(_args_text(c.get("args"))), "args"),
             ]
             rows.append(row)

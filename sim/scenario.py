@@ -37,6 +37,8 @@ over the maximum) goes to the controller and is refused there, with its reason
 in the run's ``commands``.
 """
 
+import math
+import re
 import tomllib
 from pathlib import Path
 
@@ -71,6 +73,12 @@ PUMP_KEYS = {
 DEFAULT_STROKE_ERROR_PCT = 3.2
 DEFAULT_BATTERY_LIFE_DAYS = 6 * 365  # 5-7 years (Medtronic), at the default stroke rate
 
+# upper bounds of the pump model's own numbers: 3 sd of the stroke error must leave a
+# positive volume; a battery outlives no scenario by centuries
+MODEL_LIMITS = {"stroke_error_pct": 20, "battery_life_days": 36500}
+MAX_DURATION_DAYS = 36500  # a century: the controller's clock runs for millennia, memory not
+MAX_CATHETER_CM = 200  # the device configuration's longest catheter (2000 mm)
+
 DRUG_KEYS = ("concentration_ug_per_ml", "fill_volume_ml")
 PATIENT_KEYS = ("origin", "model")
 # [prescription] key base -> program parameter (units as the schema lists them)
@@ -85,6 +93,7 @@ SIM_EVENTS = {
     "rtc_jump": {"by": "signed"},
     "rtc_invalid": {},
 }
+_HHMM = re.compile(r"^[0-9]{1,2}:[0-9]{2}$")
 EVENT_COMMANDS = tuple(n for n in cmds.NAMES if n not in ("prepare", "confirm"))
 
 
@@ -149,6 +158,8 @@ def loads(text, source="<scenario>"):
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError([f"{source}: TOML syntax error: {e}"]) from None
+    except (ValueError, RecursionError) as e:  # a number of 4300+ digits, deep nesting
+        raise ScenarioError([f"{source}: cannot read the TOML: {e}"]) from None
     return parse(data, source)
 
 
@@ -171,12 +182,13 @@ def parse(data, source="<scenario>"):
     if "duration_days" not in data:
         err("duration_days", "missing (days to simulate)")
     else:
-        try:
-            s.duration_ms = units.exact(data["duration_days"], DAY_MS, "duration_days")
-            if s.duration_ms <= 0:
-                err("duration_days", f"must be positive, got {data['duration_days']!r}")
-        except units.UnitError as e:
-            err("duration_days", str(e))
+        d = _number(data["duration_days"], "duration_days", err, positive=True,
+                    hi=MAX_DURATION_DAYS)
+        if d is not None:
+            try:
+                s.duration_ms = units.exact(d, DAY_MS, "duration_days")
+            except units.UnitError as e:
+                err("duration_days", str(e))
     s.seed = data.get("seed", 0)
     if isinstance(s.seed, bool) or not isinstance(s.seed, int) or s.seed < 0:
         err("seed", f"must be a non-negative integer, got {s.seed!r}")
@@ -206,12 +218,16 @@ def _table(data, key, err, required=False):
     return t
 
 
-def _number(value, where, err, positive=False):
+def _number(value, where, err, positive=False, hi=None):
+    """A finite number >= 0 (> 0 with ``positive``, <= ``hi``), else an error and None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         err(where, f"must be a number, got {value!r}")
         return None
-    if value < 0 or (positive and value == 0):
-        err(where, f"must be {'positive' if positive else 'non-negative'}, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0) or (
+            hi is not None and value > hi):
+        what = "positive" if positive else "non-negative"
+        err(where, f"must be a finite {what} number{f' up to {hi:g}' if hi else ''},"
+                   f" got {value!r}")
         return None
     return value
 
@@ -236,7 +252,8 @@ def _pump(s, t, err):
                 else:
                     s.stroke_bias_pct = float(value)
                 continue
-            v = _number(value, where, err, positive=key == "battery_life_days")
+            v = _number(value, where, err, positive=key == "battery_life_days",
+                        hi=MODEL_LIMITS[key])
             if v is not None:
                 setattr(s, key, float(v))
             continue
@@ -345,6 +362,16 @@ def _prescription(s, t, err):
     screening = [k for k in ("screening_dose_ng", "screening_effect_ms") if k in s.program]
     if len(screening) == 1:
         err("[prescription]", "screening_dose_ug and screening_effect_h go together (SR-10)")
+    if s.program.get("screening_dose_ng", 1) == 0:
+        # the controller reads a zero screening dose as "not the first program": the
+        # SR-10 start rule would be off for a patient the simulator treats as new
+        err(f"[prescription] {given['screening_dose_ng']}", "a screening dose of 0 cannot mark"
+            " the first program after implant (SR-10); leave both screening keys out for an"
+            " established therapy")
+    for cap in ("cap_24h_ng", "cap_1h_ng"):
+        if s.program.get(cap, 1) == 0:
+            err(f"[prescription] {given[cap]}", "a cap of 0 would mean the SR-3 default;"
+                " leave the key out for the default")
     s.established = not screening
 
 
@@ -376,7 +403,7 @@ def _events(events, s, err):
             continue
         parsed = _event(keys[0], ev[keys[0]], f"{where} {keys[0]}", err)
         if parsed is not None and at is not None:
-            if at >= s.duration_ms:
+            if s.duration_ms and at >= s.duration_ms:
                 err(f"{where} at", f"{ev['at']!r} is not before the end of the scenario"
                                    " (the run covers [0, duration_days))")
                 continue
@@ -471,7 +498,7 @@ def _flex_steps(value, where, err):
             err(where, f"each step is [\"HH:MM\", ug_per_day], got {pair!r}")
             return None
         hh, _, mm = pair[0].partition(":")
-        if not (hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60):
+        if not (_HHMM.match(pair[0]) and int(hh) < 24 and int(mm) < 60):
             err(where, f"step start {pair[0]!r} is not HH:MM")
             return None
         try:
@@ -506,7 +533,7 @@ def _sim_event(name, value, where, err):
         v = value[k]
         try:
             if kind == "number":
-                if _number(v, f"{where} {k}", err) is None:
+                if _number(v, f"{where} {k}", err, hi=MAX_CATHETER_CM) is None:
                     ok = False
                     continue
                 args[k] = float(v)

@@ -198,7 +198,7 @@ def test_replay_of_a_binary_file_and_titrate_option_errors(tmp_path, capsys):
     assert "--patients needs --simulate" in capsys.readouterr().err
     assert cli.main(["titrate", "--origin", "spinal", "--screening-effect-h", "6",
                      "--target-ug", "80", "--days", "3"]) == 0
-    assert "below the start dose" in capsys.readouterr().out
+    assert "below the SR-10 start limit" in capsys.readouterr().out
 
 
 def test_sim_events_are_reported(tmp_path):
@@ -208,3 +208,27 @@ def test_sim_events_are_reported(tmp_path):
     res = engine.Simulation(s).run()
     assert res.summary["sim_events"] == [
         {"t_s": 86_400, "event": "motor_fault", "args": {"duration": "1h"}, "index": 0}]
+
+
+def test_replay_edge_traces(tmp_path, capsys):
+    """Attack findings: a trace with only its config record replays to an empty
+    run; a time past a century is refused (it would mean millions of hourly rows);
+    hours while the power was off are OFF rows."""
+    only = tmp_path / "c.jsonl"
+    only.write_text('{"cfg":{},"k":"config","t":0}\n')
+    assert cli.main(["replay", str(only), "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    huge = tmp_path / "h.jsonl"
+    huge.write_text('{"cfg":{},"k":"config","t":0}\n{"k":"advance","t":' + "1" * 24 + "}\n")
+    assert cli.main(["replay", str(huge), "--out", str(tmp_path / "b")]) == 2
+    assert "past 36500 days" in capsys.readouterr().err
+    s = sc.loads('duration_days = 1\n[drug]\nconcentration_ug_per_ml = 2000\n'
+                 'fill_volume_ml = 20\n[prescription]\ndaily_dose_ug = 400\n'
+                 '[[events]]\nat = "10h 30min"\npower_cut = { duration = "3h" }\n')
+    lines = []
+    engine.Simulation(s, trace=lines.append).run()
+    trace = tmp_path / "p.jsonl"
+    trace.write_text("\n".join(lines) + "\n")
+    assert cli.main(["replay", str(trace), "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    with open(tmp_path / "p" / "timeseries.csv") as f:
+        states = {float(r["t_h"]): r["state"] for r in csv.DictReader(f)}
+    assert [states[h] for h in (10.0, 11.0, 13.0, 14.0)] == ["RUNNING", "OFF", "OFF", "RUNNING"]

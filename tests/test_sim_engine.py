@@ -298,3 +298,48 @@ def test_catheter_error_resizes_the_true_path():
     assert sum(v for v, _c in p.path.segs) == 400_000 == p.path.dead_volume_nl
     p.set_dead_volume(100_000)
     assert sum(v for v, _c in p.path.segs) == 100_000
+
+
+def test_port_injection_counts_in_the_delivered_figures():
+    """Attack finding (SR-30): an access-port injection reaches the patient at the
+    catheter: it is in the true mass delivered (totals, days, worst windows), not
+    only in the patient model."""
+    s = scenario('[[events]]\nat = "12h"\nport_injection_ug = 100\n', days=2)
+    _sim, res, _lines = run(s)
+    summ = res.summary
+    assert summ["max_delivered_ug_any_1h"] >= 100 + 16  # the injection and an hour of basal
+    assert summ["daily"][0]["delivered_ug"] == pytest.approx(500, abs=5)
+    assert summ["totals"]["delivered_ug"] == pytest.approx(900, abs=5)
+
+
+def test_a_cut_while_off_extends_the_outage():
+    """Attack finding: a second power cut during an outage lasts to its own end
+    (the outage is the union), and is listed among the simulator events."""
+    s = scenario('[[events]]\nat = "1h"\npower_cut = { duration = "5h" }\n'
+                 '[[events]]\nat = "3h"\npower_cut = { duration = "10h" }\n', days=1)
+    sim, res, lines = run(s)
+    assert [r["t"] for r in records(lines, "power_on")] == [13 * H]
+    assert not [t for t in sim.del_t if H <= t < 13 * H]
+    assert [e["event"] for e in res.summary["sim_events"]] == ["power_cut", "power_cut"]
+
+
+def test_a_flat_battery_turns_a_stopped_pump_off():
+    """Attack finding: the battery running out while the pump is stopped turns it
+    off at once (next hourly sample), not at a stroke that never comes; a later
+    resume meets a pump without power."""
+    s = scenario('[[events]]\nat = "1h"\nstop = "procedure"\n'
+                 '[[events]]\nat = "2d 12h"\nresume = true\n', pump="battery_life_days = 1",
+                 days=3)
+    sim, res, _lines = run(s)
+    off = [r["t_h"] for r in res.rows if r["state"] == "OFF"]
+    # half the budget is time: a stopped pump's battery lasts 2 days (an hour of
+    # strokes first takes a little)
+    assert off and 46 <= off[0] <= 49
+    assert res.summary["commands"][1]["reason"] == engine.POWERED_OFF
+
+
+def test_a_refused_established_program_leaves_the_patient_drug_naive():
+    s = scenario(dose=3000)  # over the hard maximum daily dose: refused at set-up
+    _sim, res, _lines = run(s)
+    assert [r["accepted"] for r in res.setup] == [True, True, False]
+    assert res.rows[0]["csf_ng_per_ml"] == 0

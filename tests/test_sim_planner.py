@@ -39,6 +39,19 @@ def test_steps_outside_the_label_range_are_refused(origin, step):
         planner.plan(origin, 50, 6, 400, 500, 20, step_pct=step)
 
 
+def test_a_target_below_the_start_limit_is_the_start():
+    """Attack finding: SR-10 is a ceiling, never a floor: 100 ug screening with an 8 h
+    effect allows 200 ug/day, but a 100 ug/day target starts (and stays) at 100."""
+    p = planner.plan("spinal", 100, 8, 100, 500, 20, days=3)
+    assert (p.start_limit_ug, p.start_dose_ug) == (200, 100)
+    assert [r["daily_dose_ug"] for r in p.rows] == [100, 100, 100]
+
+
+def test_a_fill_that_does_not_last_is_said():
+    p = planner.plan("spinal", 50, 8, 1500, 500, 20, days=60)
+    assert p.warnings and "does not last" in p.warnings[0]
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"concentration_ug_per_ml": 50}, "drug library"),
     ({"origin": "lumbar"}, "origin"),
@@ -48,6 +61,12 @@ def test_steps_outside_the_label_range_are_refused(origin, step):
     ({"target_ug": 2500}, "hard maximum"),
     ({"fill_ml": 30}, "fill volume"),
     ({"days": 0}, "at least 1"),
+    ({"target_ug": 0}, "positive"),
+    ({"target_ug": -5}, "positive"),
+    ({"target_ug": float("inf")}, "finite"),
+    ({"screening_effect_h": float("nan")}, "finite"),
+    ({"screening_effect_h": 200}, "0 to 168 h"),
+    ({"capacity_ml": 0}, "capacity must be positive"),
 ])
 def test_bad_plans_name_the_rule(kwargs, match):
     args = dict(origin="spinal", screening_dose_ug=50, screening_effect_h=6, target_ug=400,
@@ -63,8 +82,9 @@ def test_bad_plans_name_the_rule(kwargs, match):
        step_frac=st.floats(0, 1), fill=st.integers(10, 20))
 def test_every_plan_obeys_the_label_rules(origin, screening, effect_min, rule, target, conc,
                                           step_frac, fill):
-    """Invariant (SR-8, SR-10, SR-19): day 0 is at most 2 x the screening dose (1 x
-    when the effect outlasted 8 h, US, or 12 h, EU) and held for 24 h; each later
+    """Invariant (SR-8, SR-10, SR-19): day 0 is 2 x the screening dose (1 x when the
+    effect outlasted 8 h, US, or 12 h, EU), or the target if lower, held for 24 h;
+    each later
     day rises by at most the origin's up-cap and never falls; the plan ends at the
     target; mL/day is the dose at the concentration; with its refills the
     pessimistic reservoir never reaches the low-reservoir threshold (4 mL) again.
@@ -75,12 +95,13 @@ def test_every_plan_obeys_the_label_rules(origin, screening, effect_min, rule, t
     p = planner.plan(origin, screening_ug, effect_h, target_ug, conc, fill, rule=rule,
                      step_pct=step)
     limit_h = 12 if rule == "eu" else 8
-    start = screening_ug * (1 if effect_min > limit_h * 60 else 2)
+    # SR-10 is a ceiling: the start is the lower of it and the target
+    start = min(target_ug, screening_ug * (1 if effect_min > limit_h * 60 else 2))
     doses = [r["daily_dose_ug"] for r in p.rows]
     assert doses[0] == pytest.approx(start)
     for a, b in zip(doses, doses[1:], strict=False):
         assert a <= b <= a * (1 + UP_PCT[origin] / 100) + 1e-9
-    assert doses[-1] == pytest.approx(max(start, target_ug))
+    assert doses[-1] == pytest.approx(target_ug)
     for r in p.rows:
         assert r["daily_ml"] == pytest.approx(r["daily_dose_ug"] / conc, abs=1e-6)
     for r in p.rows[1:]:

@@ -241,3 +241,18 @@ def test_import_is_cheap():
     code = "import sys, sim.report; print('matplotlib' in sys.modules, 'numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_each_window_is_compared_with_its_own_cap(tmp_path):
+    """Attack finding: the worst 1 h is compared with the 1 h cap (and flagged when
+    over it), not with the 24 h cap."""
+    run = make_run()
+    run["cap_24h_ug"], run["cap_1h_ug"] = 1000.0, 40.0
+    run["summary"]["max_delivered_ug_any_24h"] = 500.0
+    run["summary"]["max_delivered_ug_any_1h"] = 42.35
+    text = report.write_report(tmp_path / "r.html", [run], "t").read_text(encoding="utf-8")
+    assert "50.0 % of the 24 h cap" in text
+    assert "105.9 % of the 1 h cap: OVER CAP" in text
+    run["cap_1h_ug"] = None
+    text = report.write_report(tmp_path / "r.html", [run], "t").read_text(encoding="utf-8")
+    assert "(SR-3 default cap)" in text

@@ -181,13 +181,13 @@ set_daily_dose_ug = 120
     text = "\n".join(errs)
     assert all(e.startswith("s.toml: ") for e in errs)
     expected = [
-        "duration_days: must be positive",
+        "duration_days: must be a finite positive number",
         "colour: unknown key",
         "seed: must be a non-negative integer",
         "[pump] stroke_nl: must be a number",
         "[pump] wheels: unknown key",
         "[drug] concentration_ug_per_ml: 600 ug/mL is not in the pump's drug library",
-        "[drug] fill_volume_ml: must be non-negative",
+        "[drug] fill_volume_ml: must be a finite non-negative number",
         "[patient] origin: 'lumbar' is not one of",
         "[patient] model: 'nobody' is not one of",
         "[prescription] daily_dose_ml: unit 'ml' is not listed for daily_dose_ng",
@@ -223,7 +223,11 @@ def test_syntax_error_and_unreadable_file(tmp_path):
     ('set_daily_dose_ug = 0.00001', "not a whole number"),
     ('stop = "mri"\nemergency_stop = true', "needs exactly one event key"),
     ('prepare = true', "unknown event"),
-    ('catheter_error = { actual_length_cm = -1 }', "must be non-negative"),
+    ('catheter_error = { actual_length_cm = -1 }', "must be a finite non-negative number"),
+    ('catheter_error = { actual_length_cm = inf }', "up to 200"),
+    ('catheter_error = { actual_length_cm = nan }', "finite"),
+    ('set_daily_dose_ug = "1e3"', "must be a number"),
+    ('flex = { steps_ug = [["０0:00", 100]] }', "is not HH:MM"),
     ('bolus = { dose_ug = 20 }', 'missing argument duration (e.g. duration = "24h")'),
     ('refill = { concentration_ug_per_ml = 2000 }', "missing argument volume (e.g. volume_ml"),
     ('bolus = { dose_ug = 20, dose_ng = 3, duration = "1h" }', "given twice"),
@@ -284,3 +288,30 @@ def test_a_byte_order_mark_is_fine(tmp_path):
     path = tmp_path / "bom.toml"
     path.write_bytes("\ufeff".encode() + MINIMAL.encode())
     assert sc.load(path).duration_ms == 2 * 86_400_000
+
+
+@pytest.mark.parametrize("text, message", [
+    (MINIMAL.replace("[prescription]", "[pump]\nstroke_error_pct = inf\n[prescription]"),
+     "stroke_error_pct: must be a finite"),
+    (MINIMAL.replace("[prescription]", "[pump]\nstroke_error_pct = nan\n[prescription]"),
+     "stroke_error_pct: must be a finite"),
+    (MINIMAL.replace("[prescription]", "[pump]\nstroke_error_pct = 50\n[prescription]"),
+     "up to 20"),
+    (MINIMAL.replace("[prescription]", "[pump]\nbattery_life_days = inf\n[prescription]"),
+     "battery_life_days: must be a finite"),
+    (MINIMAL.replace("duration_days = 2", "duration_days = 1e308"), "up to 36500"),
+    (MINIMAL + "screening_dose_ug = 0\nscreening_effect_h = 6\n",
+     "a screening dose of 0 cannot mark the first program"),
+    (MINIMAL + "max_daily_dose_ug = 0\n", "a cap of 0 would mean the SR-3 default"),
+    (MINIMAL.replace("daily_dose_ug = 400", "daily_dose_ug = 100\ndaily_dose_mg = 0.5"),
+     "given twice"),
+    ("x = " + "[" * 600 + "]" * 600, "cannot read the TOML"),
+    ("x = " + "9" * 5000, "cannot read the TOML"),
+])
+def test_attack_findings_are_refused_before_the_run(text, message):
+    """Attack findings: non-finite or absurd pump-model numbers (which crashed or
+    emptied the syringe in one stroke), a century-long run, a zero screening dose
+    (which would switch SR-10 off for a new patient), a zero cap (the default in
+    disguise), one amount in two units, TOML the parser cannot hold."""
+    errs = errors_of(text)
+    assert any(message in e for e in errs), errs
