@@ -1081,6 +1081,16 @@ def _header_section(title, notes, groups, runs, compare):
         f"<dt>Duration</dt><dd>{_e(', '.join(f'{d:g}' for d in durations) or '—')} days</dd>\n",
         f"<dt>Runs</dt><dd>{len(runs)} ({_e(mode)})</dd>\n",
     ]
+    for label, key in (("Patient", "patient"), ("Origin", "origin"), ("Seed", "seed"),
+                       ("Concentration (µg/mL)", "concentration_ug_per_ml")):
+        vals = []
+        for r in runs:
+            v = r["summary"].get(key)
+            if v is not None and str(v) not in vals:
+                vals.append(str(v))
+        if vals:
+            shown = ", ".join(vals[:6]) + (f" … ({len(vals)} values)" if len(vals) > 6 else "")
+            out.append(f"<dt>{_e(label)}</dt><dd>{_e(shown)}</dd>\n")
     if compare:
         glist = "<br>".join(
             f'<span style="color:{g.colour}">■</span> {_e(g.label)} ({len(g.runs)} run'

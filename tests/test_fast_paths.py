@@ -39,12 +39,17 @@ def test_fluid_path_shortcut_equals_the_general_push(dead, ops):
             mp.undo()
             assert got == want == peeked
             assert (fast.segs, fast.passed) == (slow.segs, slow.passed)
+            # the band memory holds at most the band volume, however long the run
+            assert sum(v for v, _c in fast.passed) <= fast.band_nl
 
 
 def test_fluid_path_shortcut_is_taken_in_steady_state(monkeypatch):
     p = fluidpath.FluidPath(3, 500)  # a band of 0 nL
     assert p._steady(2, 500) and p.push(2, 500) == (1000, 500, 500) and p.passed == []
     q = fluidpath.FluidPath(374_000, 2000)
+    for _ in range(100):  # 200 uL: more than the 74.8 uL band
+        q.push(2000, 2000)
+    assert q.passed == [[q.band_nl, 2000]]
     assert q._steady(2000, 2000) and not q._steady(2000, 500) and not q._steady(400_000, 2000)
 
 

@@ -66,7 +66,8 @@ class FluidPath:
     def _steady(self, volume_nl, c):
         # One fluid everywhere a stroke of ``volume_nl`` and the band can reach
         # (the usual state between refills): the general push below would give
-        # ``(mass, c, c)`` and leave the path as it is but for ``passed`` growing.
+        # ``(mass, c, c)`` and leave the path as it is but for ``passed`` filling up
+        # to the band volume.
         segs = self.segs
         passed = self.passed
         return (len(segs) == 1 and segs[0][1] == c and segs[0][0] >= volume_nl
@@ -84,9 +85,11 @@ class FluidPath:
         if self._steady(volume_nl, concentration_in):
             if self.band_nl:
                 if self.passed:
-                    self.passed[0][0] += volume_nl
+                    v = self.passed[0][0] + volume_nl
+                    self.passed[0][0] = v if v < self.band_nl else self.band_nl
                 else:
-                    self.passed.append([volume_nl, concentration_in])
+                    self.passed.append([volume_nl if volume_nl < self.band_nl else self.band_nl,
+                                        concentration_in])
             return mass_pg(volume_nl, concentration_in), concentration_in, concentration_in
         self._append(self.segs, volume_nl, concentration_in)
         popped = []
@@ -130,6 +133,11 @@ class FluidPath:
             left -= v
             keep += 1
         del self.passed[keep:]
+        if left < 0:
+            # only whether the band is full matters: the memory holds exactly the band
+            # (a volume that grew by every stroke for years would outgrow a small int
+            # on the board)
+            self.passed[keep - 1][0] += left
         return m, hi, lo
 
     @staticmethod
