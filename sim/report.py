@@ -749,33 +749,29 @@ def _refill_marker(ax, g, prefix, colour, span):
     ax.axvline(day, color=colour, ls="-.", lw=1.2, label=prefix + label)
 
 
-def _plot_conc(fig, plotter, groups, compare):
-    ax = fig.add_subplot()
+def _draw_quantities(plotter, groups, compare, specs):
+    """Draw ``specs`` (``[(ax, key, colour, ls, label, gid)]``) for every group that has
+    time series (the first key decides); returns True if anything was drawn. Compare
+    mode draws each group in its colour, the quantity's own colour otherwise."""
     drawn = False
     for gi, g in enumerate(groups):
         (t, ts), _ = _series(g)
-        if not ts["csf_ng_per_ml"].shape[1]:
+        if not ts[specs[0][1]].shape[1]:
             continue
         drawn = True
         prefix = _QMARK if compare else ""
-        gid = f"g{gi}"
-        plotter.quantity(
-            ax,
-            t,
-            ts["csf_ng_per_ml"],
-            colour=g.colour if compare else "#1f5fa8",
-            label=f"{prefix}lumbar CSF",
-            gid=f"{gid}-csf",
-        )
-        plotter.quantity(
-            ax,
-            t,
-            ts["effect_ng_per_ml"],
-            colour=g.colour if compare else "#b9770e",
-            ls="--",
-            label=f"{prefix}effect site",
-            gid=f"{gid}-effect",
-        )
+        for ax, key, colour, ls, label, gid in specs:
+            plotter.quantity(ax, t, ts[key], colour=g.colour if compare else colour, ls=ls,
+                             label=f"{prefix}{label}", gid=f"g{gi}-{gid}")
+    return drawn
+
+
+def _plot_conc(fig, plotter, groups, compare):
+    ax = fig.add_subplot()
+    drawn = _draw_quantities(plotter, groups, compare, [
+        (ax, "csf_ng_per_ml", "#1f5fa8", "-", "lumbar CSF", "csf"),
+        (ax, "effect_ng_per_ml", "#b9770e", "--", "effect site", "effect"),
+    ])
     if not drawn:
         _empty(ax, "time series")
     ax.set_ylabel("baclofen (ng/mL)")
@@ -788,39 +784,11 @@ def _plot_conc(fig, plotter, groups, compare):
 
 def _plot_spasticity(fig, plotter, groups, compare):
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
-    drawn = False
-    for gi, g in enumerate(groups):
-        (t, ts), _ = _series(g)
-        if not ts["mas"].shape[1]:
-            continue
-        drawn = True
-        prefix = _QMARK if compare else ""
-        gid = f"g{gi}"
-        plotter.quantity(
-            ax1,
-            t,
-            ts["mas"],
-            colour=g.colour if compare else "#2a8a3e",
-            label=f"{prefix}MAS",
-            gid=f"{gid}-mas",
-        )
-        plotter.quantity(
-            ax2,
-            t,
-            ts["withdrawal_risk"],
-            colour=g.colour if compare else "#c0392b",
-            label=f"{prefix}withdrawal risk",
-            gid=f"{gid}-withdrawal",
-        )
-        plotter.quantity(
-            ax2,
-            t,
-            ts["sedation"],
-            colour=g.colour if compare else "#7d3c98",
-            ls="--",
-            label=f"{prefix}sedation",
-            gid=f"{gid}-sedation",
-        )
+    drawn = _draw_quantities(plotter, groups, compare, [
+        (ax1, "mas", "#2a8a3e", "-", "MAS", "mas"),
+        (ax2, "withdrawal_risk", "#c0392b", "-", "withdrawal risk", "withdrawal"),
+        (ax2, "sedation", "#7d3c98", "--", "sedation", "sedation"),
+    ])
     if not drawn:
         _empty(ax1, "time series")
     ax1.set_ylim(-0.1, 4.1)
