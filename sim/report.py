@@ -607,12 +607,17 @@ def _plot_dose(fig, plotter, groups, compare):
                 step=True,
             )
     _cap_lines(ax, groups, compare)
+    return _finish(ax, groups, drawn, "dose data", "µg per day",
+                   "Dose: programmed daily dose, delivered per calendar day, 24 h cap")
+
+
+def _finish(ax, groups, drawn, what, ylabel, title):
+    """Common end of a one-axis plot: an empty-plot note, labels, limits, title."""
     if not drawn:
-        _empty(ax, "dose data")
-    ax.set_ylabel("µg per day")
+        _empty(ax, what)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
     _x_days(ax, groups)
-    title = "Dose: programmed daily dose, delivered per calendar day, 24 h cap"
     ax.set_title(title)
     return title
 
@@ -663,34 +668,16 @@ def _plot_reservoir(fig, plotter, groups, compare):
         gid = f"g{gi}"
         pess, opt = ts["reservoir_pess_ml"], ts["reservoir_opt_ml"]
         lo, hi = np.fmin(pess, opt), np.fmax(pess, opt)
-        if lo.shape[0] == 1:
-            tb, b_lo, b_hi, d = _band(t, lo[0], hi[0])
-            plotter.downsampled |= d
-            coll = ax.fill_between(
-                tb,
-                b_lo,
-                b_hi,
-                color=c_est,
-                alpha=0.18,
-                linewidth=0,
-                label=f"{prefix}estimate: pessimistic–optimistic",
-            )
-            coll.set_gid(f"{gid}-bounds-band")
-        else:
-            _, lo_med, _ = _percentiles(lo)
-            _, hi_med, _ = _percentiles(hi)
-            tb, b_lo, b_hi, d = _band(t, lo_med, hi_med)
-            plotter.downsampled |= d
-            coll = ax.fill_between(
-                tb,
-                b_lo,
-                b_hi,
-                color=c_est,
-                alpha=0.10,
-                linewidth=0,
-                label=f"{prefix}estimate bounds: medians",
-            )
-            coll.set_gid(f"{gid}-bounds-band")
+        if lo.shape[0] == 1:  # one run: its bounds
+            edges, alpha, text = (lo[0], hi[0]), 0.18, "estimate: pessimistic–optimistic"
+        else:  # a cohort: the median of each bound
+            edges = (_percentiles(lo)[1], _percentiles(hi)[1])
+            alpha, text = 0.10, "estimate bounds: medians"
+        tb, b_lo, b_hi, d = _band(t, *edges)
+        plotter.downsampled |= d
+        coll = ax.fill_between(tb, b_lo, b_hi, color=c_est, alpha=alpha, linewidth=0,
+                               label=f"{prefix}{text}")
+        coll.set_gid(f"{gid}-bounds-band")
         plotter.quantity(
             ax,
             t,
@@ -716,14 +703,8 @@ def _plot_reservoir(fig, plotter, groups, compare):
         ax.axhline(
             low, color="#c0392b", ls=":", lw=1.2, label=f"low-reservoir alarm ({_fmt_num(low)} mL)"
         )
-    if not drawn:
-        _empty(ax, "time series")
-    ax.set_ylabel("reservoir (mL)")
-    ax.set_ylim(bottom=0)
-    _x_days(ax, groups)
-    title = "Reservoir: true volume, controller estimate with its bounds, alarm level"
-    ax.set_title(title)
-    return title
+    return _finish(ax, groups, drawn, "time series", "reservoir (mL)",
+                   "Reservoir: true volume, controller estimate with its bounds, alarm level")
 
 
 def _refill_marker(ax, g, prefix, colour, span):
@@ -772,14 +753,8 @@ def _plot_conc(fig, plotter, groups, compare):
         (ax, "csf_ng_per_ml", "#1f5fa8", "-", "lumbar CSF", "csf"),
         (ax, "effect_ng_per_ml", "#b9770e", "--", "effect site", "effect"),
     ])
-    if not drawn:
-        _empty(ax, "time series")
-    ax.set_ylabel("baclofen (ng/mL)")
-    ax.set_ylim(bottom=0)
-    _x_days(ax, groups)
-    title = f"Concentrations: lumbar CSF and effect site ({ILLUSTRATIVE})"
-    ax.set_title(title)
-    return title
+    return _finish(ax, groups, drawn, "time series", "baclofen (ng/mL)",
+                   f"Concentrations: lumbar CSF and effect site ({ILLUSTRATIVE})")
 
 
 def _plot_spasticity(fig, plotter, groups, compare):
