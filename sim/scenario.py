@@ -362,12 +362,6 @@ def _prescription(s, t, err):
     screening = [k for k in ("screening_dose_ng", "screening_effect_ms") if k in s.program]
     if len(screening) == 1:
         err("[prescription]", "screening_dose_ug and screening_effect_h go together (SR-10)")
-    if s.program.get("screening_dose_ng", 1) == 0:
-        # the controller reads a zero screening dose as "not the first program": the
-        # SR-10 start rule would be off for a patient the simulator treats as new
-        err(f"[prescription] {given['screening_dose_ng']}", "a screening dose of 0 cannot mark"
-            " the first program after implant (SR-10); leave both screening keys out for an"
-            " established therapy")
     for cap in ("cap_24h_ng", "cap_1h_ng"):
         if s.program.get(cap, 1) == 0:
             err(f"[prescription] {given[cap]}", "a cap of 0 would mean the SR-3 default;"

@@ -563,6 +563,24 @@ def test_sr10_no_increase_during_first_24h_boluses_allowed():
     assert b.confirm("set_daily_dose", {"daily_dose_ng": 65_000})["ok"]  # +30 %
 
 
+@pytest.mark.sr("SR-10", "SR-14")
+def test_sr10_screening_effect_without_its_dose_is_refused():
+    """A screening effect marks the first program after implant; with a zero
+    screening dose the start rule could not apply and 800 ug/day would pass as an
+    established therapy on day 0 (found attacking the simulator): refused, and the
+    pump stays unprogrammed."""
+    b = Bench()
+    b.confirm(
+        "refill", {"aspirated_nl": 0, "volume_nl": 20 * ML, "concentration_ug_per_ml": 500}, 0
+    )
+    b.confirm("prime", {"contents": "drug"}, 0)
+    args = {"origin": "spinal", "daily_dose_ng": 800_000, "screening_dose_ng": 0,
+            "screening_effect_ms": 6 * HOUR}
+    res = b.assert_refused("BAD_ARGUMENT", lambda: b.prepare("program", args), 0)
+    assert "screening" in res["message"]
+    assert b.r.ctrl.state == "UNPROGRAMMED"
+
+
 @pytest.mark.sr("SR-10")
 def test_sr10_established_therapy_has_no_start_limit():
     b = setup(D100)  # no screening dose: no first-24 h hold

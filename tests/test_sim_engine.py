@@ -343,3 +343,14 @@ def test_a_refused_established_program_leaves_the_patient_drug_naive():
     _sim, res, _lines = run(s)
     assert [r["accepted"] for r in res.setup] == [True, True, False]
     assert res.rows[0]["csf_ng_per_ml"] == 0
+
+
+def test_a_zero_screening_dose_is_refused_at_set_up():
+    """Attack finding: a zero screening dose with an effect would have passed as an
+    established therapy (SR-10 off for a new patient); the controller refuses the
+    program, the run records it and the patient stays drug-naive."""
+    s = scenario(rx="screening_dose_ug = 0\nscreening_effect_h = 6", dose=800)
+    _sim, res, _lines = run(s)
+    assert [(r["command"], r["reason"]) for r in res.setup if not r["accepted"]] == [
+        ("program", "BAD_ARGUMENT")]
+    assert res.summary["totals"]["delivered_ug"] == 0

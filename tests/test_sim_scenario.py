@@ -300,8 +300,6 @@ def test_a_byte_order_mark_is_fine(tmp_path):
     (MINIMAL.replace("[prescription]", "[pump]\nbattery_life_days = inf\n[prescription]"),
      "battery_life_days: must be a finite"),
     (MINIMAL.replace("duration_days = 2", "duration_days = 1e308"), "up to 36500"),
-    (MINIMAL + "screening_dose_ug = 0\nscreening_effect_h = 6\n",
-     "a screening dose of 0 cannot mark the first program"),
     (MINIMAL + "max_daily_dose_ug = 0\n", "a cap of 0 would mean the SR-3 default"),
     (MINIMAL.replace("daily_dose_ug = 400", "daily_dose_ug = 100\ndaily_dose_mg = 0.5"),
      "given twice"),
@@ -310,8 +308,8 @@ def test_a_byte_order_mark_is_fine(tmp_path):
 ])
 def test_attack_findings_are_refused_before_the_run(text, message):
     """Attack findings: non-finite or absurd pump-model numbers (which crashed or
-    emptied the syringe in one stroke), a century-long run, a zero screening dose
-    (which would switch SR-10 off for a new patient), a zero cap (the default in
-    disguise), one amount in two units, TOML the parser cannot hold."""
+    emptied the syringe in one stroke), a century-long run, a zero cap (the default
+    in disguise), one amount in two units, TOML the parser cannot hold. (A zero
+    screening dose is the controller's to refuse: tests/test_rules.py.)"""
     errs = errors_of(text)
     assert any(message in e for e in errs), errs

@@ -1168,6 +1168,12 @@ class Controller:
                               cfg.max_bolus_ng, unit="ng")
             if args["patient_max_per_24h"] < 1:
                 raise Refusal("OUT_OF_RANGE", "patient_max_per_24h must be at least 1 (SR-29)")
+        if args["screening_effect_ms"] and not args["screening_dose_ng"]:
+            # SR-10: a screening effect marks the first program after implant; without
+            # its dose the start rule could not apply, and the program would pass as an
+            # established therapy (any dose on day 0): refused, never guessed
+            raise Refusal("BAD_ARGUMENT", "screening_effect_ms without screening_dose_ng:"
+                          " the SR-10 start rule needs the effective screening dose")
         if args["screening_dose_ng"]:
             lim = start_limit_ng(args["screening_dose_ng"], args["screening_effect_ms"],
                                  args["start_rule"])
