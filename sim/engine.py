@@ -97,6 +97,7 @@ class Simulation:
         self.powered = True
         self.dead = False
         self.booting = False
+        self._restart_at = None  # when the power comes back after a cut (simulation ms)
         if self.durable:
             self.runner, _ = st.boot(self.fs, self.pump, scenario.config or None,
                                      self._trace, self._rtc())
@@ -179,10 +180,9 @@ class Simulation:
     def sim_event(self, ev):
         a = ev.args
         if ev.name == "power_cut":
-            if not self.powered and self._restart_at:
+            if not self.powered and self._restart_at is not None:
                 # a cut while the power is still off: the outage lasts to the later end
-                end = max(self._restart_at[0], self.t + a["duration"])
-                self._restart_at[0] = end
+                self._restart_at = max(self._restart_at, self.t + a["duration"])
             elif self.powered:
                 # The cut falls just after a durable write at its instant (what a cut
                 # between writes loses is the littlefs power-cut sweep's subject,
@@ -194,7 +194,7 @@ class Simulation:
                 self.runner.power_cut(now)
                 self.fs.power_cut()
                 self.powered = False
-                self._restart_at.append(self.t + a["duration"])
+                self._restart_at = self.t + a["duration"]
         elif ev.name in ("motor_fault", "occlusion"):
             self.pump.add_fault(self.t, a["duration"],
                                 "stall" if ev.name == "motor_fault" else "occlusion")
@@ -289,7 +289,6 @@ class Simulation:
 
     def run(self):
         sc = self.sc
-        self._restart_at = []
         self._setup()
         events = sc.events
         ei = 0
@@ -304,7 +303,7 @@ class Simulation:
                 w = self.runner.next_wake()
                 if w >= 0:
                     tw = w + pump.offset_ms
-            tr = min(self._restart_at) if self._restart_at else never
+            tr = never if self._restart_at is None else self._restart_at
             te = events[ei].at_ms if ei < len(events) else never
             t = min(next_sample, tr, te)
             if tw < t and tw < end:
@@ -325,7 +324,7 @@ class Simulation:
             elif t == tw:
                 self._wake(t - pump.offset_ms)
             elif t == tr:
-                self._restart_at.remove(tr)
+                self._restart_at = None
                 self._power_on()
             else:
                 ev = events[ei]
