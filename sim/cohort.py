@@ -10,7 +10,8 @@ time in the effective range (share of hourly samples with spasticity at least
 ``EFFECTIVE_MAS_DROP`` below the patient's untreated baseline and withdrawal-risk
 and sedation indices both below ``INDEX_LIMIT``), peak withdrawal-risk and sedation
 indices, alarms raised (all, and high priority), delivered mass and the largest
-24 h mass. Long runs keep one sample a day for the cohort plots.
+24 h mass, all from every hourly sample. Long runs send one sample a day back for
+the cohort plots.
 """
 
 import json
@@ -28,13 +29,16 @@ TABLE_COLUMNS = ("patient", "cl_ml_per_h", "half_life_h", "time_in_range_pct",
 
 
 def run_one(job):
-    """``(scenario, params, seed)`` -> ``(summary, rows)`` (rows thinned for long runs)."""
+    """``(scenario, params, seed)`` -> ``(summary, rows, projected_refill_day,
+    outcome)``: the outcome from every hourly row, the rows sent back (for the
+    plots) thinned to one a day for runs over 60 days."""
     from sim import engine
 
     sc, params, seed = job
     res = engine.Simulation(sc.with_seed(seed), params=params).run()
     rows = res.rows if sc.duration_days <= 60 else res.rows[::24]
-    return res.summary, rows, res.projected_refill_day
+    return res.summary, rows, res.projected_refill_day, outcome(params.name, params,
+                                                               res.summary, res.rows)
 
 
 def outcome(label, params, summary, rows):
@@ -85,9 +89,9 @@ def run_cohort(sc, out, n, jobs, seed, model=None, progress=True):
     table, runs = [], []
     for line in sorted({w for r in results for w in outputs.setup_warnings(r[0]["setup"])}):
         print(f"itbsim cohort: {line}", file=sys.stderr)
-    for i, (summary, rows, refill_day) in enumerate(results):
+    for i, (summary, rows, refill_day, row) in enumerate(results):
         label = people[i].name
-        table.append(outcome(label, people[i], summary, rows))
+        table.append(row)
         (out / "patients" / f"{i:03d}.json").write_text(json.dumps(summary) + "\n")
         runs.append({"label": label, "group": "A", "summary": summary, "timeseries": rows,
                      "low_reservoir_ml": sc.config.get("low_reservoir_nl", 4_000_000) / 1e6,

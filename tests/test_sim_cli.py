@@ -232,3 +232,20 @@ def test_replay_edge_traces(tmp_path, capsys):
     with open(tmp_path / "p" / "timeseries.csv") as f:
         states = {float(r["t_h"]): r["state"] for r in csv.DictReader(f)}
     assert [states[h] for h in (10.0, 11.0, 13.0, 14.0)] == ["RUNNING", "OFF", "OFF", "RUNNING"]
+
+
+def test_cohort_outcomes_use_every_hour_of_a_long_run(tmp_path):
+    """A run over 60 days sends daily rows back for the plots, but its outcome row
+    (peaks, time in range) comes from every hourly sample, as a direct run gives."""
+    from sim import patient as pt
+
+    text = ('duration_days = 61\n[drug]\nconcentration_ug_per_ml = 2000\nfill_volume_ml = 20\n'
+            '[prescription]\ndaily_dose_ug = 400\n[[events]]\nat = "30d 3h"\n'
+            'stop = "procedure"\n[[events]]\nat = "30d 13h"\nresume = true\n')
+    s = sc.loads(text)
+    table, _path = cohort.run_cohort(s, tmp_path, 1, 1, 0, progress=False)
+    params = pt.cohort(1, 0, "typical")[0]
+    direct = engine.Simulation(s.with_seed(0), params=params).run()
+    assert table[0] == cohort.outcome(params.name, params, direct.summary, direct.rows)
+    daily = direct.rows[::24]
+    assert table[0]["peak_withdrawal_risk"] > max(r["withdrawal_risk"] for r in daily)
