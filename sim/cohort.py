@@ -94,8 +94,7 @@ def run_cohort(sc, out, n, jobs, seed, model=None, progress=True):
         table.append(row)
         (out / "patients" / f"{i:03d}.json").write_text(json.dumps(summary) + "\n")
         runs.append({"label": label, "group": "A", "summary": summary, "timeseries": rows,
-                     "low_reservoir_ml": sc.config.get("low_reservoir_nl", 4_000_000) / 1e6,
-                     "projected_refill_day": refill_day, **outputs.caps_ug(sc)})
+                     "projected_refill_day": refill_day, **outputs.limits_for_report(sc)})
     with open(out / "cohort.csv", "w") as f:
         f.write(",".join(TABLE_COLUMNS) + "\n")
         for row in table:

@@ -14,6 +14,8 @@ import csv
 import json
 from pathlib import Path
 
+from itb.drugs import DeviceConfig
+
 from sim.patient import MODEL_NOTE
 
 TIMESERIES_COLUMNS = (
@@ -53,18 +55,19 @@ def _cell(v):
 def report_run(label, result, scenario, group="A"):
     """A run as the report module takes it (``sim.report.write_report``)."""
     s = result.summary
-    low = scenario.config.get("low_reservoir_nl", 4_000_000) / 1e6
     return {
         "label": label, "group": group, "summary": s, "timeseries": result.rows,
-        "low_reservoir_ml": low, "projected_refill_day": result.projected_refill_day,
-        **caps_ug(scenario),
+        "projected_refill_day": result.projected_refill_day, **limits_for_report(scenario),
     }
 
 
-def caps_ug(scenario):
-    """The prescription's caps for the report (None: the SR-3 default)."""
+def limits_for_report(scenario):
+    """The lines a report draws for ``scenario``: the prescription's caps (None: the
+    SR-3 default) and the device's low-reservoir alarm volume."""
+    cfg = DeviceConfig(scenario.config)
     return {"cap_24h_ug": scenario.program.get("cap_24h_ng", 0) / 1000 or None,
-            "cap_1h_ug": scenario.program.get("cap_1h_ng", 0) / 1000 or None}
+            "cap_1h_ug": scenario.program.get("cap_1h_ng", 0) / 1000 or None,
+            "low_reservoir_ml": cfg.low_reservoir_nl / 1e6}
 
 
 def refusal_text(row):

@@ -249,3 +249,12 @@ def test_cohort_outcomes_use_every_hour_of_a_long_run(tmp_path):
     assert table[0] == cohort.outcome(params.name, params, direct.summary, direct.rows)
     daily = direct.rows[::24]
     assert table[0]["peak_withdrawal_risk"] > max(r["withdrawal_risk"] for r in daily)
+
+
+def test_report_lines_come_from_the_device_configuration():
+    base = ('duration_days = 1\n[drug]\nconcentration_ug_per_ml = 2000\nfill_volume_ml = 20\n'
+            '[prescription]\ndaily_dose_ug = 400\nmax_hourly_dose_ug = 40\n')
+    assert outputs.limits_for_report(sc.loads(base)) == {
+        "cap_24h_ug": None, "cap_1h_ug": 40.0, "low_reservoir_ml": 4.0}
+    s = sc.loads(base.replace("[drug]", "[pump]\nlow_reservoir_alarm_ml = 3\n[drug]"))
+    assert outputs.limits_for_report(s)["low_reservoir_ml"] == 3.0
