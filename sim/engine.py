@@ -52,7 +52,7 @@ EPOCH_UTC_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC: the scenario starts at
 POWERED_OFF = "POWERED_OFF"  # reason of a command sent while the pump had no power
 
 
-class _NoAudit:
+class NoAudit:
     """The controller's audit sink in the simulator: the runner trace is the record."""
 
     def append(self, rec):
@@ -102,7 +102,7 @@ class Simulation:
             self.runner, _ = st.boot(self.fs, self.pump, scenario.config or None,
                                      self._trace, self._rtc())
         else:
-            self.runner = rn.start(scenario.config or None, self.pump, self._trace, _NoAudit())
+            self.runner = rn.start(scenario.config or None, self.pump, self._trace, NoAudit())
             self.runner.set_rtc(0, self._rtc())
 
     # -- sinks

@@ -52,9 +52,6 @@ class Pump:
         self.battery_left = float(battery_life_days)
         self.battery_t = 0
         self.dead = False
-        self.strokes = 0
-        self.delivered_nl = 0.0
-        self.delivered_ng = 0.0
 
     # -- the board interface
     def stroke(self, n, volume_nl, now):
@@ -75,7 +72,6 @@ class Pump:
             v = self.reservoir_nl
             self.switch = True
         self.reservoir_nl -= v
-        self.strokes += 1
         self._push(t, v)
         return "ok"
 
@@ -85,8 +81,6 @@ class Pump:
         pg, _hi, _lo = self.path.push(whole, round(self.reservoir_conc))
         if whole:
             mass_ng = pg / 1000.0
-            self.delivered_nl += whole
-            self.delivered_ng += mass_ng
             self.on_delivery(t, mass_ng, whole)
 
     # -- battery

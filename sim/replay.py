@@ -16,14 +16,9 @@ from itb.runner import JournalReplayer, Runner
 from itb.trace import decode
 
 from sim import patient as pt
-from sim.engine import DAY_MS, HOUR_MS, max_window, programmed_ug_per_day
+from sim.engine import DAY_MS, HOUR_MS, NoAudit, max_window, programmed_ug_per_day
 
 MAX_REPLAY_MS = 36500 * DAY_MS  # a century, as for scenarios (hourly rows in memory)
-
-
-class _NoAudit:
-    def append(self, rec):
-        pass
 
 
 class _Tap:
@@ -85,7 +80,7 @@ def replay(lines, params, source="trace"):
         if k == "config":
             if runner is not None:
                 raise ValueError(f"line {i + 1}: one run per replay (a second config record)")
-            runner = Runner(Controller(rec.get("cfg") or None, _NoAudit()), None)
+            runner = Runner(Controller(rec.get("cfg") or None, NoAudit()), None)
             rep = JournalReplayer(runner)
             tap = _Tap(rep.board, deliveries)
             tap.ctrl = runner.ctrl
