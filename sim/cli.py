@@ -335,7 +335,34 @@ def build_parser():
     p.add_argument("--out", default="out/cohort", help="output directory (default: out/cohort)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_cohort)
+
+    p = sub.add_parser("board", help="a virtual board: the real firmware in MicroPython",
+                       description=(
+        "Start the virtual board (firmware/app.py on firmware/board/virtual.py in the"
+        " MicroPython unix port, heap capped) on a pseudo-terminal in raw mode, or on a"
+        " TCP socket for pyserial's socket:// URLs, and run until Ctrl-C. Its flash, RTC"
+        " and identity live in --state, so it recovers across runs like a real board."
+        " Connect with itbctl --port <printed path or URL>."))
+    p.add_argument("--state", default="out/vboard", help="state directory (default out/vboard)")
+    p.add_argument("--accelerate", type=_count, default=1,
+                   help="run the therapy clock N times faster (dev test clock; default 1)")
+    p.add_argument("--socket", type=int, metavar="PORT",
+                   help="serve TCP PORT (0: any free port) instead of a pseudo-terminal")
+    p.add_argument("--provision", action="store_true",
+                   help="hold the provisioning button (itbctl keys provision)")
+    p.add_argument("--release", action="store_true",
+                   help="a release build: no test clock, no fault injection")
+    p.add_argument("--rtc-invalid", action="store_true", help="the RTC has lost its time")
+    p.add_argument("--heapsize", default="512K", help="MicroPython heap (default 512K)")
+    p.add_argument("--verbose", action="store_true", help="print the board's status lines")
+    p.set_defaults(fn=cmd_board)
     return ap
+
+
+def cmd_board(a):
+    from host_tools.vboard import serve
+
+    return serve(a)
 
 
 def main(argv=None):

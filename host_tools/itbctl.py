@@ -1,0 +1,472 @@
+"""``itbctl``: talk to a board (a Pico, or the virtual board of ``itbsim board``)
+over the authenticated serial protocol.
+
+    itbctl ports
+    itbctl --port /dev/ttyACM0 status
+    itbctl --port socket://127.0.0.1:7000 set-daily-dose 120ug
+    itbctl --port PORT bolus --dose 50ug --duration 30min
+    itbctl --port PORT log export --format trace --out board.jsonl
+
+Commands follow the schema (``itb.commands``): every controller command has a
+subcommand (underscores become hyphens) whose options are its parameters, given
+with units (``--dose 50ug``, ``--volume 20ml``, ``--every 24h``); a parameter
+without a unit in its name takes a plain integer. Therapy changes are two-phase
+(SR-15): the board's ``prepare`` summary is shown (µg/day and mL/day, mass in
+24 h, strokes, projected low-reservoir and empty dates) and applied only after
+you confirm (``--yes`` for scripts). ``--json`` prints the board's results as
+JSON. A refusal exits with status 3 and its reason; a link failure with 2.
+
+Keys: ``--keys FILE`` (or ``ITBCTL_KEYS``), else ``~/.config/itbctl/keys/<device
+id>.json``; a key file must be private (mode 0600), ``keys provision`` creates
+one. ``--port`` defaults to ``ITBCTL_PORT``.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from itb import commands as cmds
+
+from host_tools import export as ex
+from host_tools import link
+from host_tools import units as un
+
+EXIT_REFUSED = 3
+EXIT_LINK = 2
+EXIT_USAGE = 64
+KEY_DIR = Path("~/.config/itbctl/keys").expanduser()
+ALIASES = {"acknowledge": "ack"}
+HIDDEN = ("prepare", "confirm")  # sent by every therapy change, not on their own
+
+
+class UsageError(ValueError):
+    """Bad command-line input (nothing was sent)."""
+
+
+# ---------------------------------------------------------------------- arguments
+def _cli_name(name):
+    return ALIASES.get(name, name.replace("_", "-"))
+
+
+def _option(spec):
+    return "--" + un.base_name(spec).replace("_", "-")
+
+
+def _amount(command, spec, text):
+    """``"50ug"``/``"1.5h"``/``"3"`` for parameter ``spec`` -> canonical int."""
+    base = un.base_name(spec)
+    if spec["kind"] == cmds.STR:
+        return text
+    if spec["units"] is cmds.TIME_UNITS:
+        return un.canonical(command, base, text)[1]
+    if spec["units"]:
+        for suffix, _factor in sorted(spec["units"], key=lambda u: -len(u[0])):
+            if text.lower().endswith(suffix):
+                number = text[: -len(suffix)].strip()
+                return un.canonical(command, f"{base}_{suffix}", float(number) if "." in number
+                                    else int(number))[1]
+        raise UsageError(f"{_option(spec)} needs a unit: one of "
+                         f"{', '.join(u for u, _ in spec['units'])} (e.g. 50{spec['units'][1][0]})")
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"{_option(spec)} must be an integer, got {text!r}") from None
+
+
+def _add_params(p, name):
+    for spec in cmds.params(name):
+        if spec["kind"] == cmds.STEPS:
+            p.add_argument("--steps", required=True, help="flex steps as JSON: "
+                           "[[start_min_local, daily_dose_ng], ...] (up to 13)")
+            continue
+        if spec["kind"] == cmds.MAP:
+            continue
+        units = ", ".join(u for u, _ in spec["units"])
+        extra = f" [units: {units}]" if units else ""
+        if spec["choices"]:
+            extra = f" [{', '.join(spec['choices'])}]"
+        default = spec["default"]
+        p.add_argument(_option(spec), dest=spec["name"], required=default is None,
+                       help=f"{spec['doc']}{extra}" + ("" if default is None
+                                                       else f" (default {default})"))
+
+
+def _args_of(name, ns):
+    out = {}
+    for spec in cmds.params(name):
+        v = getattr(ns, spec["name"], None)
+        if v is None:
+            continue
+        try:
+            if spec["kind"] == cmds.STEPS:
+                out[spec["name"]] = json.loads(v)
+            else:
+                out[spec["name"]] = _amount(name, spec, v)
+        except (un.UnitError, ValueError) as e:
+            raise UsageError(str(e)) from None
+    return out
+
+
+def program_file(path):
+    """The ``program`` arguments from a TOML file: schema keys with units
+    (``daily_dose_ug = 120``, ``origin = "spinal"``, ``patient_lockout = "3h"``)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise UsageError(f"{path}: {e}") from None
+    if "program" in data and isinstance(data["program"], dict):
+        data = data["program"]
+    out = {}
+    for key, value in data.items():
+        try:
+            name, v = un.canonical("program", key, value)
+        except un.UnitError as e:
+            raise UsageError(f"{path}: {e}") from None
+        out[name] = v
+    return out
+
+
+# ---------------------------------------------------------------------- output
+def _when(ms, rtc_ms):
+    if ms is None or ms < 0:
+        return "never at this rate"
+    days = ms / 86_400_000
+    if rtc_ms is None:
+        return f"in {days:.1f} days"
+    date = datetime.fromtimestamp((rtc_ms + ms) / 1000, UTC).strftime("%Y-%m-%d")
+    return f"in {days:.1f} days ({date})"
+
+
+def effect_text(effect, rtc_ms=None):
+    """The ``prepare`` effect for people (SR-15)."""
+    if not effect:
+        return "  (no change to delivery)"
+    lines = []
+    if "daily_dose_ng" in effect:
+        d = effect["daily_dose_ng"]
+        line = f"  basal {d / 1000:.1f} ug/day"
+        if "volume_nl_per_day" in effect:
+            line += f" = {effect['volume_nl_per_day'] / 1e6:.4f} mL/day"
+        if "concentration_ug_per_ml" in effect:
+            line += f" at {effect['concentration_ug_per_ml']} ug/mL"
+        lines.append(line)
+    if "mass_24h_ng" in effect:
+        lines.append(f"  drug in the next 24 h: {effect['mass_24h_ng'] / 1000:.1f} ug"
+                     f" in {effect.get('strokes_24h', '?')} strokes"
+                     f" (caps: 24 h {effect.get('cap_24h_ng', 0) / 1000:.1f} ug,"
+                     f" 1 h {effect.get('cap_1h_ng', 0) / 1000:.1f} ug)")
+    if "stroke_ng" in effect:
+        lines.append(f"  one stroke: {effect['stroke_ng'] / 1000:.2f} ug")
+    if "low_reservoir_in_ms" in effect:
+        lines.append(f"  low reservoir {_when(effect['low_reservoir_in_ms'], rtc_ms)};"
+                     f" empty {_when(effect.get('empty_in_ms'), rtc_ms)}")
+    for k in sorted(effect):
+        if k not in ("daily_dose_ng", "volume_nl_per_day", "concentration_ug_per_ml",
+                     "mass_24h_ng", "strokes_24h", "cap_24h_ng", "cap_1h_ng", "stroke_ng",
+                     "low_reservoir_in_ms", "empty_in_ms", "strokes_per_day"):
+            lines.append(f"  {k}: {effect[k]}")
+    return "\n".join(lines)
+
+
+def refusal_text(res):
+    text = f"refused: {res.get('reason')}: {res.get('message', '')}"
+    if "allowed" in res:
+        text += f" (allowed: {un.human(res['allowed'], res.get('allowed_unit'))})"
+    if res.get("offer"):
+        text += f" (offered: {un.describe_offer(res['offer'])})"
+    return text
+
+
+def status_text(st):
+    lines = [f"state {st['state']}, basal {st['daily_dose_ng'] / 1000:.1f} ug/day"
+             f" at {st['concentration_ug_per_ml']} ug/mL",
+             f"reservoir {st['reservoir_nl'] / 1e6:.3f} mL (between"
+             f" {st['reservoir_pess_nl'] / 1e6:.3f} and {st['reservoir_opt_nl'] / 1e6:.3f})",
+             f"last 24 h {st['window_ng'][0] / 1000:.1f} ug of {st['caps_ng'][0] / 1000:.1f};"
+             f" last 1 h {st['window_ng'][1] / 1000:.1f} ug of {st['caps_ng'][1] / 1000:.1f}",
+             f"strokes {st['strokes']}, therapy clock {st['t'] / 3_600_000:.2f} h"]
+    lines += alarm_lines(st["alarms"])
+    return "\n".join(lines)
+
+
+def alarm_lines(alarms):
+    if not alarms:
+        return ["no alarms"]
+    out = []
+    for code, pri, active, acked, raised in alarms:
+        out.append(f"alarm {code} ({pri}){' active' if active else ''}"
+                   f"{' acknowledged' if acked else ''} since t={raised / 3_600_000:.2f} h")
+    return out
+
+
+# ---------------------------------------------------------------------- session
+class Session:
+    def __init__(self, ns, out=sys.stdout):
+        self.ns = ns
+        self.out = out
+        self.board = None
+
+    def say(self, text):
+        if not self.ns.json:
+            print(text, file=self.out, flush=True)
+
+    def emit(self, obj):
+        if self.ns.json:
+            print(json.dumps(obj, sort_keys=True), file=self.out, flush=True)
+
+    def connect(self, need_keys=True):
+        if not self.ns.port:
+            raise UsageError("no port: --port DEVICE|URL or ITBCTL_PORT (list them: itbctl"
+                             " ports; a virtual board: itbsim board)")
+        b = link.Board(self.ns.port, timeout=self.ns.timeout)
+        self.board = b
+        info = b.hello()
+        if need_keys:
+            path = self.key_path(info.get("dev"))
+            device, keys = link.load_keys(path)
+            if device and device != info.get("dev"):
+                raise link.LinkError(f"key file {path} is for board {device}, this is"
+                                     f" {info.get('dev')}")
+            b.keys = keys
+        return b
+
+    def key_path(self, device):
+        if self.ns.keys:
+            return Path(self.ns.keys)
+        return KEY_DIR / f"{device}.json"
+
+    def close(self):
+        if self.board is not None:
+            self.board.close()
+
+    def confirm(self, prepared, rtc_ms):
+        self.say(f"{prepared.get('command')}: {prepared.get('message', '')}")
+        self.say(effect_text(prepared.get("effect"), rtc_ms))
+        if self.ns.yes:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError("refusing to apply without confirmation: stdin is not a"
+                             " terminal (use --yes in scripts)")
+        return input("Apply this change? [y/N] ").strip().lower() in ("y", "yes")
+
+
+# ---------------------------------------------------------------------- commands
+def run_command(s, name, args):
+    b = s.connect()
+    role = s.ns.role
+    if cmds.is_two_phase(name):
+        rtc = b.status(role=None).get("board", {}).get("rtc_ms")
+        res = b.change(name, args, confirm=lambda p: s.confirm(p, rtc), role=role)
+    else:
+        res = b.call(name, args, role=role)
+    s.emit(res)
+    s.say(f"{name}: {res.get('message', 'accepted')}")
+    if res.get("effect") and not cmds.is_two_phase(name):
+        s.say(effect_text(res["effect"]))
+    return 0
+
+
+def cmd_ports(s):
+    found = link.ports()
+    s.emit([{"device": d, "description": desc, "pico": pico} for d, desc, pico in found])
+    if not found:
+        s.say("no serial ports found (a virtual board: itbsim board)")
+    for d, desc, pico in found:
+        s.say(f"{d}  {desc}{'  <- Raspberry Pi Pico' if pico else ''}")
+    return 0
+
+
+def cmd_status(s):
+    b = s.connect()
+    st = b.status(role=s.ns.role)
+    s.emit(st)
+    s.say(status_text(st))
+    return 0
+
+
+def cmd_alarms(s):
+    b = s.connect()
+    st = b.status(role=s.ns.role)
+    s.emit(st["alarms"])
+    s.say("\n".join(alarm_lines(st["alarms"])))
+    return 0
+
+
+def cmd_program(s):
+    return run_command(s, "program", program_file(s.ns.file))
+
+
+def cmd_log_export(s):
+    b = s.connect()
+    t0 = time.perf_counter()
+    records, res = b.export(role=s.ns.role)
+    fmt = s.ns.format
+    if fmt == "trace":
+        text = "\n".join(ex.to_trace(records, res["cfg"])) + "\n"
+    elif fmt == "json":
+        text = "\n".join(ex.to_jsonl(records)) + "\n"
+    else:
+        text = ex.to_csv(records)
+    if s.ns.out and s.ns.out != "-":
+        Path(s.ns.out).write_text(text)
+        s.say(f"{len(records)} records ({res['bytes']} bytes) in"
+              f" {time.perf_counter() - t0:.2f} s -> {s.ns.out} ({fmt})")
+        s.emit({"records": len(records), "bytes": res["bytes"], "out": s.ns.out,
+                "format": fmt})
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_time_sync(s):
+    b = s.connect()
+    utc_ms = int(time.time() * 1000)
+    res = b.call("time_sync", {"utc_ms": utc_ms}, role=s.ns.role)
+    s.emit(res)
+    s.say(f"board RTC set to {datetime.fromtimestamp(utc_ms / 1000, UTC).isoformat()}")
+    return 0
+
+
+def cmd_keys_provision(s):
+    b = s.connect(need_keys=False)
+    info = b.info
+    if not info.get("provisioning"):
+        raise link.Refused({"reason": "NOT_PROVISIONING", "message": "hold the board's"
+                            " provisioning button (virtual board: itbsim board --provision)"})
+    path = s.key_path(info.get("dev"))
+    if path.exists():
+        raise UsageError(f"{path} exists: move it away first (keys are never overwritten)")
+    keys = link.new_keys()
+    link.write_keys(path, info.get("dev"), keys)  # first: never a board key we lost
+    try:
+        res = b.provision(keys)
+    except Exception:
+        path.unlink()
+        raise
+    s.emit({"ok": 1, "device": info.get("dev"), "keys": str(path)})
+    s.say(f"keys for board {info.get('dev')} provisioned; saved to {path} (mode 0600)")
+    return 0 if res.get("ok") else EXIT_REFUSED
+
+
+def cmd_monitor(s):
+    b = s.connect()
+    last = None
+    try:
+        while True:
+            st = b.status(role=s.ns.role)
+            view = (st["state"], st["daily_dose_ng"], json.dumps(st["alarms"]))
+            if view != last or s.ns.json:
+                last = view
+                stamp = datetime.now(UTC).strftime("%H:%M:%S")
+                s.emit({"time": stamp, "status": st})
+                s.say(f"[{stamp}] " + status_text(st).replace("\n", "\n           "))
+            if s.ns.count:
+                s.ns.count -= 1
+                if not s.ns.count:
+                    return 0
+            time.sleep(s.ns.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_hil(s):
+    from host_tools.testkit import hil
+
+    b = s.connect()
+    report = hil.run(b, examples=s.ns.examples, seed=s.ns.seed, say=s.say)
+    s.emit(report)
+    return 0 if report["passed"] else 1
+
+
+# ---------------------------------------------------------------------- parser
+def parser():
+    p = argparse.ArgumentParser(prog="itbctl", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Exit status: 0 done, 1 failed check, 2 link error,"
+                                       " 3 refused by the board, 64 usage error.")
+    p.add_argument("--port", default=os.environ.get("ITBCTL_PORT"),
+                   help="device path or pyserial URL (socket://host:port, rfc2217://...)")
+    p.add_argument("--keys", default=os.environ.get("ITBCTL_KEYS"),
+                   help="key file (default ~/.config/itbctl/keys/<device id>.json)")
+    p.add_argument("--role", choices=cmds.ROLES, help="send as this role (default: the"
+                   " command's first role with a key)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--yes", action="store_true", help="apply therapy changes without asking")
+    p.add_argument("--timeout", type=float, default=link.DEFAULT_TIMEOUT,
+                   help="seconds to wait for each answer (default %(default)s)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub.add_parser("ports", help="list serial ports (Raspberry Pi Pico marked)")
+    sub.add_parser("status", help="state, doses, caps, reservoir and alarms")
+    sub.add_parser("alarms", help="latched alarms")
+    pp = sub.add_parser("program", help="first program from a TOML file (two-phase)")
+    pp.add_argument("file", help="TOML: daily_dose_ug = 120, origin = \"spinal\", ...")
+    for name in cmds.NAMES:
+        if name in HIDDEN or name == "program":
+            continue
+        roles, two, _params, doc = cmds.COMMANDS[name]
+        sp = sub.add_parser(_cli_name(name), help=doc + (" (two-phase)" if two else ""))
+        sp.set_defaults(schema=name)
+        _add_params(sp, name)
+    lp = sub.add_parser("log", help="the board's ledger")
+    lsub = lp.add_subparsers(dest="log_command", required=True)
+    le = lsub.add_parser("export", help="write the ledger as csv, json or a runner trace"
+                         " (itbsim replay reads the trace)")
+    le.add_argument("--format", choices=("csv", "json", "trace"), default="csv")
+    le.add_argument("--out", default="-", help="file (default: stdout)")
+    tp = sub.add_parser("time", help="the board's RTC")
+    tsub = tp.add_subparsers(dest="time_command", required=True)
+    tsub.add_parser("sync", help="set the board's RTC to this host's UTC time (logged)")
+    kp = sub.add_parser("keys", help="role keys")
+    ksub = kp.add_subparsers(dest="keys_command", required=True)
+    ksub.add_parser("provision", help="new keys for every role, while the board's"
+                    " provisioning button is held; saved with mode 0600")
+    mp = sub.add_parser("monitor", help="live status and alarms (Ctrl-C stops)")
+    mp.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
+    mp.add_argument("--count", type=int, default=0, help="stop after N polls (0: never)")
+    hp = sub.add_parser("hil", help="run the property machine against the board (dev build,"
+                        " service key; uses the test clock)")
+    hp.add_argument("--examples", type=int, default=10, help="random runs (default 10)")
+    hp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    return p
+
+
+def main(argv=None):
+    ns = parser().parse_args(argv)
+    s = Session(ns)
+    handlers = {"ports": cmd_ports, "status": cmd_status, "alarms": cmd_alarms,
+                "program": cmd_program, "monitor": cmd_monitor, "hil": cmd_hil}
+    try:
+        if ns.command in handlers:
+            return handlers[ns.command](s)
+        if ns.command == "log":
+            return cmd_log_export(s)
+        if ns.command == "time":
+            return cmd_time_sync(s)
+        if ns.command == "keys":
+            return cmd_keys_provision(s)
+        return run_command(s, ns.schema, _args_of(ns.schema, ns))
+    except UsageError as e:
+        print(f"itbctl: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except link.Declined:
+        print("itbctl: not confirmed: nothing was changed", file=sys.stderr)
+        return EXIT_REFUSED
+    except link.Refused as e:
+        s.emit(e.result)
+        print(f"itbctl: {refusal_text(e.result)}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (link.LinkError, ex.ExportError) as e:
+        print(f"itbctl: {e}", file=sys.stderr)
+        return EXIT_LINK
+    finally:
+        s.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
