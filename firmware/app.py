@@ -204,8 +204,8 @@ class App:
         entries = _boots(fs)
         looping = boot_loop(entries, rtc)
         _write_boots(fs, (entries + [-1 if rtc is None else rtc])[-3:])
-        self.runner, self.recovery = durable.boot(fs, board, config, None, rtc, 1 if looping else 0)
-        self.runner.journal.archive = ARCHIVE_SEGMENTS
+        self.runner, self.recovery = durable.boot(fs, board, config, None, rtc, 1 if looping else 0,
+                                                  ARCHIVE_SEGMENTS)
         self.clock = TestClock(TherapyClock(board.ticks_ms, board.ticks_diff, self.runner.now))
         self.keys = _read_keys(fs)
         self.boot_id = int.from_bytes(board.random(4), "big")

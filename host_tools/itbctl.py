@@ -207,18 +207,17 @@ def alarm_lines(alarms):
 
 # ---------------------------------------------------------------------- session
 class Session:
-    def __init__(self, ns, out=sys.stdout):
+    def __init__(self, ns):
         self.ns = ns
-        self.out = out
         self.board = None
 
     def say(self, text):
         if not self.ns.json:
-            print(text, file=self.out, flush=True)
+            print(text, flush=True)
 
     def emit(self, obj):
         if self.ns.json:
-            print(json.dumps(obj, sort_keys=True), file=self.out, flush=True)
+            print(json.dumps(obj, sort_keys=True), flush=True)
 
     def connect(self, need_keys=True):
         if not self.ns.port:

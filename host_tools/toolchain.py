@@ -2,12 +2,15 @@
 ``mpy-cross``, and cross-compiling the firmware as it is deployed (an imported
 ``.mpy`` needs far less heap than compiling source on the board)."""
 
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
+# ITB_FIRMWARE_DIR: a copy of firmware/ to use instead (the mutation suite's copies)
+FIRMWARE = Path(os.environ.get("ITB_FIRMWARE_DIR") or
+                Path(__file__).resolve().parents[1] / "firmware")
 
 
 class ToolError(RuntimeError):
@@ -46,3 +49,29 @@ def compile_firmware(dst, src=FIRMWARE, files=None, arch=None):
         if proc.returncode:
             raise ToolError(f"mpy-cross rejected {path}: {proc.stdout}{proc.stderr}")
     return dst
+
+
+def source_digest(src=FIRMWARE):
+    """The manifest hash (``itb.manifest``) of the firmware sources under ``src``."""
+    from itb import manifest
+
+    return manifest.digest(str(src), os.listdir, os.path.isdir, os.path.getsize)
+
+
+def firmware_image(src=FIRMWARE):
+    """The firmware under ``src`` cross-compiled for the unix port, cached by the
+    sources' hash in the temp directory (content-addressed: safe to share between
+    processes). Returns the image directory."""
+    import tempfile
+
+    out = Path(tempfile.gettempdir()) / f"itb-image-{source_digest(src)[:20]}"
+    if (out / ".complete").exists():
+        return out
+    work = Path(tempfile.mkdtemp(prefix="itb-image-", dir=tempfile.gettempdir()))
+    compile_firmware(work, src)
+    (work / ".complete").write_text("")
+    try:
+        os.rename(work, out)
+    except OSError:  # another process made it first
+        shutil.rmtree(work, ignore_errors=True)
+    return out

@@ -26,7 +26,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import tty
@@ -58,7 +57,7 @@ class VirtualBoard:
                  rtc_invalid=False, heapsize=HEAPSIZE, log=None, firmware=toolchain.FIRMWARE):
         self.state = Path(state)
         self.firmware = Path(firmware)
-        self.image = None  # the cross-compiled firmware the board runs
+        self.image = None  # directory of the cross-compiled firmware the board runs
         self.accelerate = accelerate
         self.socket_port = socket_port
         self.provision = provision
@@ -90,8 +89,7 @@ class VirtualBoard:
         self.state.mkdir(parents=True, exist_ok=True)
         try:
             self._micropython = toolchain.need("micropython")
-            self.image = tempfile.TemporaryDirectory(prefix="itb-vboard-")
-            toolchain.compile_firmware(self.image.name, self.firmware)
+            self.image = toolchain.firmware_image(self.firmware)
         except toolchain.ToolError as e:
             raise LaunchError(str(e)) from None
         self._inner = socket.create_server(("127.0.0.1", 0))
@@ -130,9 +128,7 @@ class VirtualBoard:
             os.close(self._host)
         if self._pty_slave is not None:
             os.close(self._pty_slave)
-        if self.image is not None:
-            self.image.cleanup()
-        self._host = self._server = self._inner = self._pty_slave = self.image = None
+        self._host = self._server = self._inner = self._pty_slave = None
 
     def __enter__(self):
         self.start()
@@ -159,7 +155,7 @@ class VirtualBoard:
         return "\n".join(self.last_error) or "(no output)"
 
     def _boot(self):
-        image = self.image.name
+        image = str(self.image)
         env = dict(os.environ, MICROPYPATH=".frozen:" + image)  # .frozen: asyncio
         cmd = [self._micropython, "-X", "heapsize=" + self.heapsize, "-m", "board.virtual",
                "--state", str(self.state.resolve()), "--serial",

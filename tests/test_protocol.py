@@ -1,6 +1,15 @@
-"""The protocol's frame layer and HMAC (firmware/itb/protocol.py, docs/protocol.md):
-published test vectors, round trips, and a deframer that drops and counts every
-bad frame and never hands one on, in CPython and in the MicroPython unix port."""
+"""The protocol (firmware/itb/protocol.py, docs/protocol.md, issue 6).
+
+Frame layer and HMAC: published test vectors, round trips, the table CRC, the
+find-based COBS encoder and deframer against byte-by-byte references, and a
+deframer that drops and counts every bad frame and never hands one on.
+
+Message layer: a host (``command``/``response``) and a board ``Gate`` joined in
+memory (``Pair``, like h11's ConnectionPair): hello, accepted commands, and every
+refusal kind (replayed, reordered, expired, bad expiry, forged, cross-session,
+wrong role key, no key, malformed) refused with its reason, the gate's state
+unchanged, and answered under the role's key only when the frame was authentic.
+Everything again in the MicroPython unix port, cross-compiled as deployed."""
 
 import hashlib
 import hmac

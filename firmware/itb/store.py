@@ -623,7 +623,7 @@ def holds_store(fs):
     return False
 
 
-def boot(fs, board, config=None, trace=None, rtc_now_ms=None, boot_loop=0):
+def boot(fs, board, config=None, trace=None, rtc_now_ms=None, boot_loop=0, archive=0):
     """Start the controller on file system ``fs``: recover the store it holds, or
     create one (with a fresh controller for ``config``) on a file system holding
     no store at all (``holds_store``). Never formats over a store it cannot
@@ -634,6 +634,8 @@ def boot(fs, board, config=None, trace=None, rtc_now_ms=None, boot_loop=0):
     None when it is invalid (SR-23: the outage then counts as unknown, i.e. long);
     a plausible RTC is also handed to the controller (``set_rtc``) so the ledger
     stamps wall time. ``boot_loop``: the board's boot-loop verdict (SR-27).
+    ``archive``: ledger segments to keep for export once checkpoints no longer
+    need them (``Store.archive``; 0: none).
     Returns ``(runner, info)``: ``info`` is None when the store was created, else
     the ``Recovery`` (see its fields). Send later inputs at ``runner.now`` or
     after (the last recovered time plus the outage's lower bound)."""
@@ -644,13 +646,16 @@ def boot(fs, board, config=None, trace=None, rtc_now_ms=None, boot_loop=0):
     if not holds_store(fs):
         ctrl = Controller(config)
         store = Store.create(fs, ctrl)
+        store.archive = archive
         if trace is not None:
             trace(encode({"k": "config", "t": 0, "cfg": config or {}}))
         runner = Runner(ctrl, board, trace, store)
         if rtc_now_ms is not None:
             runner.set_rtc(0, rtc_now_ms)  # the ledger's RTC stamps start here
         return runner, None
-    return Store(fs).recover(board, trace, rtc_now_ms, boot_loop)
+    store = Store(fs)
+    store.archive = archive
+    return store.recover(board, trace, rtc_now_ms, boot_loop)
 
 
 def _observed_basal(records):
