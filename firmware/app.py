@@ -72,7 +72,7 @@ WATCHDOG_MS = 8000  # below the RP2040's 8388 ms maximum
 HEALTHY_MS = 4000  # a task silent for longer stops the watchdog feed
 MAX_SLEEP_MS = 1000  # the runner re-checks the clock at least this often
 SWITCH_POLL_MS = 200
-ARCHIVE_SEGMENTS = 256  # ledger segments kept for export (about 120 KB)
+ARCHIVE_FILES = 8  # ledger kept for export: 8 x 32 KB (about a week at 100 strokes/day)
 DATA_CHUNK = 1536  # bytes of ledger per DATA part (within MAX_PAYLOAD)
 PRIORITY_ORDER = ("low", "medium", "high")
 
@@ -196,6 +196,8 @@ class App:
     """One board's controller, command server, annunciation and watchdog."""
 
     def __init__(self, board, config=None):
+        if hasattr(gc, "threshold"):  # MicroPython: collect early, keep the heap unfragmented
+            gc.threshold(32 * 1024)
         self.board = board
         self.config = config
         self.dev = bool(getattr(board, "DEV", False))
@@ -205,7 +207,7 @@ class App:
         looping = boot_loop(entries, rtc)
         _write_boots(fs, (entries + [-1 if rtc is None else rtc])[-3:])
         self.runner, self.recovery = durable.boot(fs, board, config, None, rtc, 1 if looping else 0,
-                                                  ARCHIVE_SEGMENTS)
+                                                  getattr(board, "ARCHIVE_FILES", ARCHIVE_FILES))
         self.clock = TestClock(TherapyClock(board.ticks_ms, board.ticks_diff, self.runner.now))
         self.keys = _read_keys(fs)
         self.boot_id = int.from_bytes(board.random(4), "big")
@@ -272,8 +274,14 @@ class App:
                 await asyncio.sleep(0.05)
                 continue
             for payload in self.deframer.feed(data):
-                for out in self.handle(payload):
-                    await serial.write(pr.pack(out))
+                try:
+                    for out in self.handle(payload):
+                        await serial.write(pr.pack(out))
+                except Exception as e:  # a bug must not take the pump down: refuse, count
+                    self.refused["INTERNAL"] = self.refused.get("INTERNAL", 0) + 1
+                    await serial.write(pr.pack(pr.seal(pr.REFUSAL, "", pr.dumps({
+                        "ok": 0, "reason": "INTERNAL", "message": "internal error: %s"
+                        % type(e).__name__}))))
 
     async def alarm_task(self):
         while True:
@@ -350,9 +358,16 @@ class App:
         try:
             out = self.gate.respond(role, counter, res, now)
         except ValueError:
-            out = self.gate.respond(role, counter, {
-                "ok": 0, "reason": "RESULT_TOO_LONG", "id": msg["id"], "name": name,
-                "message": "the result does not fit in one frame"}, now)
+            # a result longer than a frame (a status with a long plan): its JSON in
+            # DATA parts, then a short RESPONSE saying so (the host joins them)
+            body = pr.dumps(res)
+            n = 0
+            for i in range(0, len(body), DATA_CHUNK):
+                yield pr.data_part(self.keys[role], role, self.gate.nonce, counter, n,
+                                   body[i:i + DATA_CHUNK])
+                n += 1
+            out = self.gate.respond(role, counter, {"ok": res.get("ok", 0), "parts": n,
+                                                    "long": 1}, now)
         yield out
 
     def _hello(self):
@@ -413,7 +428,8 @@ class App:
                        "annunciating": self.level, "dropped": self.deframer.dropped,
                        "frames": self.deframer.frames, "refused": self.refused,
                        "boot": self.boot_id, "rtc_ms": self.board.rtc_now()}
-        if hasattr(gc, "mem_alloc"):  # MicroPython: heap in use and free (bytes)
+        if hasattr(gc, "mem_alloc"):  # MicroPython: live heap and free (bytes)
+            gc.collect()
             st["board"]["heap"] = [gc.mem_alloc(), gc.mem_free()]
         return {"status": st}
 
@@ -447,10 +463,11 @@ class App:
         store.sync()
         files = store.export_files()
         start = 0
-        for i in range(len(files)):
+        for i in range(len(files) - 1, -1, -1):  # newest first: recent records are cheap
             first = durable._first_seq(self.board.fs, files[i])
             if first is not None and first <= args["from_seq"]:
                 start = i
+                break
         n = 0
         size = 0
         buf = b""
@@ -473,4 +490,3 @@ class App:
         res["parts"] = n
         res["bytes"] = size
         res["cfg"] = self.runner.ctrl.cfg.as_dict()
-        res["hours"] = store.hour_totals()

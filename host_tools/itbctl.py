@@ -378,7 +378,7 @@ def cmd_hil(s):
     from host_tools.testkit import hil
 
     b = s.connect()
-    report = hil.run(b, examples=s.ns.examples, seed=s.ns.seed, say=s.say)
+    report = hil.run(b, examples=s.ns.examples, steps=s.ns.steps, say=s.say)
     s.emit(report)
     return 0 if report["passed"] else 1
 
@@ -431,7 +431,7 @@ def parser():
     hp = sub.add_parser("hil", help="run the property machine against the board (dev build,"
                         " service key; uses the test clock)")
     hp.add_argument("--examples", type=int, default=10, help="random runs (default 10)")
-    hp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    hp.add_argument("--steps", type=int, default=30, help="rule steps per run (default 30)")
     return p
 
 

@@ -208,14 +208,16 @@ class Board:
         return cid
 
     # ------------------------------------------------------------------ commands
-    def call(self, name, args=None, role=None, cid=None, check=True, on_part=None):
+    def call(self, name, args=None, role=None, cid=None, check=True, on_part=None,
+             any_name=False):
         """Send command ``name`` with ``args`` as ``role`` (default: the first
         role of the schema's list that has a key) and return the board's result
         (a dict). ``cid``: the command id (a retry of a request reuses it; default
         a new one). Raises Refused when ``check`` and the result is a refusal;
         LinkError when no authentic answer comes after every retry.
-        ``on_part(bytes)`` receives the DATA parts of a long answer (``log``)."""
-        if name not in cmds.COMMANDS and name not in cmds.BOARD_COMMANDS:
+        ``on_part(bytes)`` receives the DATA parts of a long answer (``log``).
+        ``any_name``: send a name the schema does not know (tests of the board)."""
+        if not any_name and name not in cmds.COMMANDS and name not in cmds.BOARD_COMMANDS:
             raise ValueError(f"unknown command {name!r}; known: {', '.join(_all_names())}")
         role = role or self.default_role(name)
         key = self.keys.get(role)
@@ -240,8 +242,9 @@ class Board:
                 res = self._answer(key, role, counter, on_part)
             except pr.MessageError as e:
                 last_error = f"{e.reason}: {e.message}"
-                if e.reason in ("WRONG_SESSION", "EXPIRED", "BAD_TAG", "NO_KEY"):
-                    self.hello()  # the board reset or the clocks drifted: new session
+                if e.reason in ("BAD_TAG", "NO_KEY"):
+                    last_error += " (are these the keys provisioned on this board?)"
+                self.hello_quiet()  # the board may have reset: a new session
                 continue
             if res is None:
                 last_error = "no answer"
@@ -265,11 +268,18 @@ class Board:
             pass  # the next attempt will say so
 
     def _answer(self, key, role, counter, on_part):
+        """The board's authentic answer to ``counter`` (None at the deadline). An
+        untagged REFUSAL cannot be matched to a request (it may answer noise or an
+        earlier frame): it is noted and raised only if nothing authentic comes."""
         deadline = time.monotonic() + self.timeout
         part = 0
+        long_parts = []
+        refusal = None
         while True:
             payload = self._receive(deadline)
             if payload is None:
+                if refusal is not None:
+                    raise refusal
                 return None
             kind = payload[0] if payload else 0
             if kind == pr.DATA:
@@ -279,23 +289,28 @@ class Board:
                     continue
                 part += 1
                 deadline = time.monotonic() + self.timeout
+                long_parts.append(data)
                 if on_part is not None:
                     on_part(data)
                 continue
             try:
                 msg = pr.response(payload, key, role, self.info["nonce"], counter)
             except pr.MessageError as e:
-                if e.reason == "WRONG_RESPONSE":
-                    continue  # a late answer to an earlier request
-                raise
+                if kind == pr.REFUSAL:
+                    refusal = e
+                continue  # a forged, foreign or late answer: not ours
             self.board_t = msg.get("t", self.board_t)
             self.host_t = time.monotonic()
             res = msg["res"]
             if res.get("parts", part) != part:
                 raise pr.MessageError("WRONG_RESPONSE", f"{part} of {res['parts']} parts came")
+            if res.get("long") == 1:  # a result longer than a frame came in the parts
+                return pr.parse_body(b"".join(long_parts))
             return res
 
     def default_role(self, name):
+        if name not in cmds.COMMANDS and name not in cmds.BOARD_COMMANDS:
+            return cmds.CLINICIAN
         allowed = cmds.roles(name)
         for role in allowed:
             if role in self.keys:
@@ -344,12 +359,21 @@ class Board:
         (``cfg``: the device configuration)."""
         chunks = []
         res = self.call("log", {"from_seq": 0}, role=role, on_part=chunks.append)
-        records = []
-        for raw in b"".join(chunks).split(b"\n"):
-            got = durable.unpack_line(raw) if raw else None
-            if got is not None:
-                records.append(got)
-        return records, res
+        return ledger_records(b"".join(chunks)), res
+
+
+def ledger_records(data, after=0):
+    """``(seq, rtc_ms, record)`` of every good ledger line in ``data`` with a seq
+    above ``after`` and above every earlier line's (torn lines and lines archived
+    twice by a power cut are skipped; ``itb.store.unpack_line`` checks each)."""
+    records = []
+    last = after
+    for raw in data.split(b"\n"):
+        got = durable.unpack_line(raw) if raw else None
+        if got is not None and got[0] > last:
+            records.append(got)
+            last = got[0]
+    return records
 
 
 class Declined(RuntimeError):

@@ -51,12 +51,16 @@ class VirtualBoard:
     serve a TCP socket (0: any free port) instead of a pseudo-terminal;
     ``provision``: hold the provisioning button; ``dev``: a dev build (test clock,
     fault injection); ``rtc_invalid``: the RTC lost its time; ``log``: a callable
-    for the board's status lines (watchdog, annunciation), or None."""
+    for the board's status lines (watchdog, annunciation), or None; ``config``:
+    device configuration overrides (``itb.drugs.DeviceConfig``) for the first boot
+    (a board that holds a store keeps its own)."""
 
     def __init__(self, state, accelerate=1, socket_port=None, provision=False, dev=True,
-                 rtc_invalid=False, heapsize=HEAPSIZE, log=None, firmware=toolchain.FIRMWARE):
+                 rtc_invalid=False, heapsize=HEAPSIZE, log=None, firmware=toolchain.FIRMWARE,
+                 config=None):
         self.state = Path(state)
         self.firmware = Path(firmware)
+        self.config = config  # device configuration overrides, used at the first boot
         self.image = None  # directory of the cross-compiled firmware the board runs
         self.accelerate = accelerate
         self.socket_port = socket_port
@@ -161,6 +165,10 @@ class VirtualBoard:
                "--state", str(self.state.resolve()), "--serial",
                str(self._inner.getsockname()[1]), "--firmware", image,
                "--accelerate", str(self.accelerate)]
+        if self.config:
+            import json
+
+            cmd += ["--config", json.dumps(self.config, separators=(",", ":"))]
         for flag, on in (("--provision", self.provision), ("--dev", self.dev),
                          ("--rtc-invalid", self.rtc_invalid)):
             if on:

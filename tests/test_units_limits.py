@@ -114,6 +114,92 @@ def test_sr1_validate_unknown_missing_and_defaults():
     assert e.value.reason == "OUT_OF_RANGE"
 
 
+def test_board_commands_share_the_schema_but_not_the_controller_names():
+    """Board commands (answered by the app, issue 6) are looked up like controller
+    commands by spec/roles/params/is_two_phase, are never two-phase and never
+    listed in NAMES (the controller's commands)."""
+    assert set(commands.BOARD_COMMANDS) == {"status", "log", "time_sync", "test_clock", "inject"}
+    assert not set(commands.BOARD_COMMANDS) & set(commands.COMMANDS)
+    assert commands.NAMES == tuple(sorted(commands.COMMANDS))
+    for name, entry in commands.BOARD_COMMANDS.items():
+        roles, two_phase, params, doc = entry
+        assert commands.spec(name) is entry
+        assert commands.roles(name) == roles and roles and set(roles) <= set(commands.ROLES)
+        assert commands.params(name) is params
+        assert two_phase == 0 and commands.is_two_phase(name) is False
+        assert doc
+    assert commands.roles("status") == commands.ROLES
+    assert commands.roles("log") == commands.roles("time_sync") == ("clinician", "service")
+    assert commands.roles("test_clock") == commands.roles("inject") == ("service",)
+    assert [p["name"] for p in commands.params("inject")] == ["fault", "count", "switch"]
+    assert commands.spec("program") is commands.COMMANDS["program"]
+    assert commands.is_two_phase("program") and not commands.is_two_phase("emergency_stop")
+    with pytest.raises(KeyError):
+        commands.spec("nope")
+
+
+@pytest.mark.sr("SR-14")
+@pytest.mark.parametrize("name, args, want", [
+    ("status", {}, {}),
+    ("log", {}, {"from_seq": 0}),
+    ("log", {"from_seq": 1 << 62}, {"from_seq": 1 << 62}),
+    ("time_sync", {"utc_ms": 0}, {"utc_ms": 0}),
+    ("time_sync", {"utc_ms": commands.UTC_MAX_MS}, {"utc_ms": commands.UTC_MAX_MS}),
+    ("test_clock", {"mode": "stepped"}, {"mode": "stepped", "factor": 1, "advance_ms": 0}),
+    ("test_clock", {"mode": "accelerated", "factor": 100000},
+     {"mode": "accelerated", "factor": 100000, "advance_ms": 0}),
+    ("test_clock", {"mode": "real", "advance_ms": 400 * DAY},
+     {"mode": "real", "factor": 1, "advance_ms": 400 * DAY}),
+    ("inject", {}, {"fault": "ok", "count": 0, "switch": 2}),
+    ("inject", {"fault": "unknown", "count": 100000, "switch": 0},
+     {"fault": "unknown", "count": 100000, "switch": 0}),
+])
+def test_board_command_arguments_and_defaults(name, args, want):
+    assert commands.validate(name, args) == want
+
+
+@pytest.mark.sr("SR-14")
+@pytest.mark.parametrize("name, args, reason", [
+    ("status", {"x": 1}, "BAD_ARGUMENT"),
+    ("status", [], "BAD_ARGUMENT"),
+    ("log", {"from_seq": -1}, "OUT_OF_RANGE"),
+    ("log", {"from_seq": (1 << 62) + 1}, "OUT_OF_RANGE"),
+    ("log", {"from_seq": "1"}, "BAD_ARGUMENT"),
+    ("time_sync", {}, "BAD_ARGUMENT"),
+    ("time_sync", {"utc_ms": commands.UTC_MAX_MS + 1}, "OUT_OF_RANGE"),
+    ("time_sync", {"utc_ms": True}, "BAD_ARGUMENT"),
+    ("time_sync", {"utc_ms": 1.0}, "BAD_ARGUMENT"),
+    ("test_clock", {}, "BAD_ARGUMENT"),
+    ("test_clock", {"mode": "fast"}, "OUT_OF_RANGE"),
+    ("test_clock", {"mode": "real", "factor": 0}, "OUT_OF_RANGE"),
+    ("test_clock", {"mode": "real", "advance_ms": 400 * DAY + 1}, "OUT_OF_RANGE"),
+    ("inject", {"fault": "fire"}, "OUT_OF_RANGE"),
+    ("inject", {"switch": 3}, "OUT_OF_RANGE"),
+    ("inject", {"count": -1}, "OUT_OF_RANGE"),
+    ("inject", {"fault": 1}, "BAD_ARGUMENT"),
+])
+def test_board_command_arguments_are_refused_never_clamped(name, args, reason):
+    with pytest.raises(CommandError) as e:
+        commands.validate(name, args)
+    assert e.value.reason == reason and e.value.message
+
+
+@pytest.mark.sr("SR-14")
+@pytest.mark.parametrize("name, shown", [
+    (None, "<NoneType>"), (1, "1"), (b"status", "<bytes>"), (["status"], "<list>"),
+    ({"status": 1}, "<dict>"), (("status",), "<tuple>"), ("Status", "'Status'"),
+    ("", "''"), ("st\u00e4tus", "'st\\u00e4tus'"),
+])
+def test_a_command_name_that_is_not_a_known_string_is_unknown(name, shown):
+    """The name comes from a peer's JSON: any type, never looked up unless it is a
+    string (an unhashable list must not raise TypeError); the message quotes it
+    as printable ASCII."""
+    with pytest.raises(CommandError) as e:
+        commands.validate(name, {})
+    assert e.value.reason == "UNKNOWN_COMMAND"
+    assert e.value.message == "unknown command " + shown
+
+
 @pytest.mark.sr("SR-2")
 def test_sr2_hard_limits_are_not_command_parameters():
     # a command cannot carry a hard limit: the schema has no such parameter

@@ -4,7 +4,7 @@ which owns the host side of its serial port and plays power supply, reset
 circuit and external watchdog:
 
     MICROPYPATH=firmware micropython -X heapsize=192K firmware/board/virtual.py \\
-        --state DIR --serial PORT [--accelerate N] [--provision] [--dev]
+        --state DIR --serial PORT [--accelerate N] [--provision] [--dev] [--config JSON]
 
 - serial: a TCP connection to ``127.0.0.1:PORT`` (the launcher relays it to a
   pseudo-terminal or a TCP socket for pyserial);
@@ -96,6 +96,7 @@ class Watchdog:
 
 class VirtualBoard:
     DEV = True
+    ARCHIVE_FILES = 512  # a directory has room: 16 MB of ledger for export (months)
 
     def __init__(self, state, provision=False, rtc_invalid=False, dev=True, firmware="firmware"):
         self.state = state.rstrip("/")
@@ -198,7 +199,7 @@ async def _main(opts):
 
     board = VirtualBoard(opts["state"], opts["provision"], opts["rtc_invalid"], opts["dev"],
                          opts["firmware"])
-    app = App(board)
+    app = App(board, opts["config"])
     if opts["accelerate"] > 1:
         app.clock.set_mode("accelerated", opts["accelerate"])
     reader, writer = await asyncio.open_connection("127.0.0.1", opts["serial"])
@@ -209,14 +210,19 @@ async def _main(opts):
 
 def main(argv):
     opts = {"state": None, "serial": None, "accelerate": 1, "provision": False,
-            "rtc_invalid": False, "dev": False, "firmware": "firmware"}
+            "rtc_invalid": False, "dev": False, "firmware": "firmware", "config": None}
     i = 1
     while i < len(argv):
         a = argv[i]
         if a in ("--provision", "--rtc-invalid", "--dev"):
             opts[a[2:].replace("-", "_")] = True
-        elif a in ("--state", "--serial", "--accelerate", "--firmware") and i + 1 < len(argv):
+        elif a in ("--state", "--serial", "--accelerate", "--firmware", "--config") \
+                and i + 1 < len(argv):
             v = argv[i + 1]
+            if a == "--config":
+                import json
+
+                v = json.loads(v)
             opts[a[2:]] = int(v) if a in ("--serial", "--accelerate") else v
             i += 1
         else:

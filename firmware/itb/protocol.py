@@ -346,7 +346,10 @@ class Gate:
         return seal(HELLO_REPLY, "", dumps(reply))
 
     def accept(self, payload, now):
-        kind, role, body = opened(payload)
+        try:
+            kind, role, body = opened(payload)
+        except MessageError as e:
+            raise Refused(e.reason, e.message, None)
         if kind != COMMAND:
             raise Refused("BAD_MESSAGE", "expected a command", None)
         key = self.keys.get(role)

@@ -19,6 +19,7 @@ from itb.reservoir import Reservoir
 from itb.scheduler import Accumulator, Overlay
 
 FORMAT = 1
+SEEN_PER_ITEM = 16
 # plain-data attributes of the controller
 PLAIN = ("state", "rx", "program", "plan", "last_now", "stroke_seq", "pending",
          "last_stroke_ms", "hold_until", "no_increase_until", "interrupt_ms",
@@ -53,8 +54,15 @@ def save(ctrl):
         items.append([name, d])
     items.append(["overlays", [[o.source, o.next_ms, o.remaining, o.interval_ms]
                                for o in ctrl.overlays]])
-    # command ids are ints: kept as [id, result] pairs, oldest first
-    items.append(["seen", [[cid, ctrl.seen[cid]] for cid in ctrl.seen_order]])
+    # command ids are ints: kept as [id, result] pairs, oldest first, in items of
+    # SEEN_PER_ITEM pairs (the store writes one item per line: a board serialises
+    # one short line at a time instead of one long one, which a fragmented heap
+    # may not have room for)
+    order = ctrl.seen_order
+    for i in range(0, len(order), SEEN_PER_ITEM):
+        items.append(["seen", [[cid, ctrl.seen[cid]] for cid in order[i:i + SEEN_PER_ITEM]]])
+    if not order:
+        items.append(["seen", []])
     return items
 
 
@@ -63,10 +71,17 @@ def load(items, audit=None):
     a complete snapshot of this format (nothing is half-built: the caller gets a
     controller or an exception)."""
     data = {}
+    seen = []
     for pair in items:
         if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str:
             raise ValueError("snapshot item is not a [name, value] pair")
-        data[pair[0]] = pair[1]
+        if pair[0] == "seen":  # possibly in several items, in order
+            if type(pair[1]) is not list:
+                raise ValueError("snapshot field seen has the wrong shape")
+            seen += pair[1]
+            data["seen"] = seen
+        else:
+            data[pair[0]] = pair[1]
     if data.get("format") != FORMAT:
         raise ValueError("snapshot format %r is not %d" % (data.get("format"), FORMAT))
     need = ("cfg", "overlays", "seen") + PLAIN + tuple(o[0] for o in OBJECTS)

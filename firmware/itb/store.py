@@ -16,8 +16,11 @@ Files (paths relative to the file system's root):
   ``ledger/NNNNNNNNNN``   ledger segments, numbered in write order (a boot always
                           starts a new one, so nothing is appended after a torn line)
   ``hours``, ``hours.1``  per-hour stroke totals folded from dropped segments
-  ``archive/NNNNNNNNNN``  dropped segments kept for export when ``archive`` > 0
-                          (the newest ``archive`` of them; never read by recovery)
+  ``archive/NNNNNNNNNN``  dropped segments' lines kept for export when ``archive``
+                          > 0: appended to files of about ``ARCHIVE_FILE_BYTES``,
+                          the newest ``archive`` files kept; never read by recovery
+                          (a power cut between an append and the segment's removal
+                          can archive lines twice: readers skip repeated seqs)
 
 Ledger line: ``<seq> <rtc_ms> <trace record> <crc32>``: ``seq`` counts from 1
 without gaps, ``rtc_ms`` is the wall clock (UTC ms, -1 when unknown), the trace
@@ -50,6 +53,7 @@ SLOTS = ("slot_a", "slot_b")
 TMP = "slot.tmp"
 LEDGER = "ledger"
 ARCHIVE = "archive"
+ARCHIVE_FILE_BYTES = 32768
 HOURS = "hours"
 SEGMENT_BYTES = 480  # below littlefs' inline size: a sync is a metadata commit
 CHECKPOINT_BYTES = 16384  # ledger bytes between checkpoints
@@ -236,7 +240,7 @@ class Store:
         self.seg_bytes = 0
         self.dirty = 0
         self.synced_t = 0  # therapy time of the last sync
-        self.archive = 0  # dropped segments kept in ARCHIVE for export (0: none)
+        self.archive = 0  # archive files kept for export (0: no archive)
 
     # ------------------------------------------------------------------ create
     @classmethod
@@ -323,9 +327,12 @@ class Store:
         crc = 0
         n = 0
         try:
-            for raw in ["%s %d %d" % (MAGIC, gen, self.seq)] + [
-                    json.dumps(item) for item in snapshot.save(controller)]:
-                data = raw.encode() + b"\n"
+            head = ("%s %d %d\n" % (MAGIC, gen, self.seq)).encode()
+            crc = binascii.crc32(head, crc)
+            f.write(head)
+            n += 1
+            for item in snapshot.save(controller):
+                data = json.dumps(item).encode() + b"\n"  # one line at a time: small heap
                 crc = binascii.crc32(data, crc)
                 f.write(data)
                 n += 1
@@ -358,18 +365,44 @@ class Store:
         paths = [LEDGER + "/" + segs[i] for i in range(len(segs)) if droppable[i]]
         if paths:
             self._fold(paths)
-            if self.archive and ARCHIVE not in self.fs.listdir(""):
-                self.fs.mkdir(ARCHIVE)
-            for path in paths:
-                if self.archive:
-                    self.fs.rename(path, ARCHIVE + path[len(LEDGER):])
-                else:
-                    self.fs.remove(path)
             if self.archive:
-                old = self.export_files()
-                old = [p for p in old if p.startswith(ARCHIVE)]
-                for path in old[:len(old) - self.archive]:
-                    self.fs.remove(path)
+                self._archive(paths)
+            for path in paths:
+                self.fs.remove(path)
+
+    def _archive(self, paths):
+        # append the segments' bytes to the newest archive file (a new file once it
+        # holds ARCHIVE_FILE_BYTES), then keep only the newest ``archive`` files
+        if ARCHIVE not in self.fs.listdir(""):
+            self.fs.mkdir(ARCHIVE)
+        files = self._archive_files()
+        size = 0
+        if files:
+            for raw in _lines(self.fs, ARCHIVE + "/" + files[-1]):
+                size += len(raw) + 1
+        if not files or size >= ARCHIVE_FILE_BYTES:
+            files.append("%010d" % (int(files[-1]) + 1 if files else 1))
+        f = self.fs.open(ARCHIVE + "/" + files[-1], "ab")
+        try:
+            for path in paths:
+                src = self.fs.open(path, "rb")
+                try:
+                    while True:
+                        data = src.read(512)
+                        if not data:
+                            break
+                        f.write(data)
+                finally:
+                    src.close()
+        finally:
+            f.close()
+        for name in files[:len(files) - self.archive]:
+            self.fs.remove(ARCHIVE + "/" + name)
+
+    def _archive_files(self):
+        names = [n for n in self.fs.listdir(ARCHIVE) if len(n) == 10 and n.isdigit()]
+        names.sort()
+        return names
 
     def export_files(self):
         """Paths of every file holding ledger lines, oldest first: the archive,
@@ -634,8 +667,8 @@ def boot(fs, board, config=None, trace=None, rtc_now_ms=None, boot_loop=0, archi
     None when it is invalid (SR-23: the outage then counts as unknown, i.e. long);
     a plausible RTC is also handed to the controller (``set_rtc``) so the ledger
     stamps wall time. ``boot_loop``: the board's boot-loop verdict (SR-27).
-    ``archive``: ledger segments to keep for export once checkpoints no longer
-    need them (``Store.archive``; 0: none).
+    ``archive``: archive files (``ARCHIVE_FILE_BYTES`` each) of ledger lines to
+    keep for export once checkpoints no longer need them (0: none).
     Returns ``(runner, info)``: ``info`` is None when the store was created, else
     the ``Recovery`` (see its fields). Send later inputs at ``runner.now`` or
     after (the last recovered time plus the outage's lower bound)."""

@@ -157,8 +157,12 @@ class ControllerMachine(RuleBasedStateMachine):
     def single(self, name, args=None, role="clinician"):
         return self._send({"name": name, "id": self._id(), "role": role, "args": args or {}})
 
+    def _status(self):
+        """The controller's ``status()`` (a board answers it over the link)."""
+        return self.ctrl.status()
+
     def dose_like(self, factor):
-        v = self.ctrl.daily_dose_ng() or 200_000
+        v = self._status()["daily_dose_ng"] or 200_000
         return v * factor // 1000 // 100 * 100
 
     # ------------------------------------------------------------------ set-up
@@ -367,8 +371,9 @@ class ControllerMachine(RuleBasedStateMachine):
         every commanded stroke (stalled or unknown included) at the highest
         concentration within the interface band (SR-3, SR-4, SR-5, SR-21)."""
         assert not self._violations("SR-4", "SR-5"), self._violations("SR-4", "SR-5")
-        sums = self.ctrl.status()["window_ng"]
-        t = self.ctrl.last_now
+        st_ = self._status()
+        sums = st_["window_ng"]
+        t = st_["t"]
         assert sums == [self.model.window_sum(t, DAY), self.model.window_sum(t, HOUR)], sums
 
     @invariant()
@@ -394,7 +399,7 @@ class ControllerMachine(RuleBasedStateMachine):
         RESERVOIR_EMPTY_SOON at R_p <= 0), and basal is never stopped on a computed
         remainder while R_o > 0 and the switch has not tripped (tracking above)."""
         assert not self._violations("SR-19"), self._violations("SR-19")
-        st_ = self.ctrl.status()
+        st_ = self._status()
         r, rp, ro = self.model.reservoir()
         assert (st_["reservoir_nl"], st_["reservoir_pess_nl"], st_["reservoir_opt_nl"]) == (
             r,
