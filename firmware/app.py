@@ -268,7 +268,10 @@ class App:
         serial = self.board.serial
         while True:
             self.beat["server"] = self.clock.real.now_ms
-            data = await serial.read()
+            try:  # a quiet link is healthy: wake up to say so
+                data = await asyncio.wait_for(serial.read(), MAX_SLEEP_MS / 1000)
+            except asyncio.TimeoutError:
+                continue
             self.beat["server"] = self.clock.real.now_ms
             if not data:
                 await asyncio.sleep(0.05)
@@ -300,12 +303,13 @@ class App:
             await asyncio.sleep(0.5)
 
     async def health_task(self):
-        wdt = self.board.watchdog(WATCHDOG_MS)
+        timeout = getattr(self.board, "WATCHDOG_MS", WATCHDOG_MS)
+        wdt = self.board.watchdog(timeout)
         while True:
             real = self.clock.real.read()
             healthy = True
             for name in self.beat:
-                if real - self.beat[name] > HEALTHY_MS:
+                if real - self.beat[name] > min(HEALTHY_MS, timeout // 2):
                     healthy = False
             if self.runner.ctrl.state == MAINTENANCE:
                 self.board.maintenance()  # SR-27: no watchdog in MAINTENANCE
@@ -315,7 +319,7 @@ class App:
             if healthy and not self.stable and real - self.started_ms >= STABLE_MS:
                 self.stable = True
                 _write_boots(self.board.fs, [])  # SR-27: a stable run ends a boot loop
-            await asyncio.sleep(1)
+            await asyncio.sleep(min(1000, timeout // 4) / 1000)
 
     # ------------------------------------------------------------------ messages
     def handle(self, payload):

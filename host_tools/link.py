@@ -193,11 +193,20 @@ class Board:
         raise LinkError(f"no hello answer from {self.port} (is a board there? is it running"
                         " the firmware?)")
 
+    def _factor(self):
+        """Board milliseconds per host millisecond (0: the board's clock is stepped)."""
+        clock = self.info.get("clock")
+        if clock == "stepped":
+            return 0
+        return self.info.get("factor", 1) if clock == "accelerated" else 1
+
     def _board_now(self):
-        factor = self.info.get("factor", 1) if self.info.get("clock") == "accelerated" else 1
-        if self.info.get("clock") == "stepped":
-            factor = 0
-        return self.board_t + int((time.monotonic() - self.host_t) * 1000 * factor)
+        return self.board_t + int((time.monotonic() - self.host_t) * 1000 * self._factor())
+
+    def _expiry(self):
+        # TTL_MS of host time, in board time; the board accepts at most MAX_TTL_MS
+        # ahead (an accelerated clock leaves a command little real time to arrive)
+        return self._board_now() + min(pr.MAX_TTL_MS, TTL_MS * max(1, self._factor()))
 
     def new_id(self):
         """A fresh command id (above every id the board remembers)."""
@@ -235,7 +244,7 @@ class Board:
                 delay *= 2
             self.counter += 1
             counter = self.counter
-            exp = self._board_now() + TTL_MS
+            exp = self._expiry()
             self._send(pr.command(key, role, self.info["nonce"], counter, cid, exp, name,
                                   args or {}))
             try:
@@ -250,11 +259,14 @@ class Board:
                 last_error = "no answer"
                 self.hello_quiet()
                 continue
-            if res.get("reason") in ("WRONG_SESSION", "EXPIRED", "REPLAYED", "REORDERED") \
-                    and res.get("id", 0) == 0:
+            if res.get("reason") in ("WRONG_SESSION", "EXPIRED", "REPLAYED", "REORDERED",
+                                     "BAD_EXPIRY") and res.get("id", 0) == 0:
                 last_error = f"{res['reason']}: {res.get('message')}"
                 self.hello()
                 continue
+            if name == "test_clock" and res.get("ok"):  # the board's clock changed pace
+                self.info["clock"] = res.get("mode")
+                self.info["factor"] = (args or {}).get("factor", 1)
             if check and not res.get("ok"):
                 raise Refused(res)
             return res
@@ -345,7 +357,7 @@ class Board:
                 if not pr.check_tag(payload, keys["clinician"]):
                     raise LinkError("provisioning answer failed authentication")
                 self.keys = dict(keys)
-                self.info = None
+                self.hello()  # provisioning ended the board's session
                 return pr.parse_body(body)
 
     # ------------------------------------------------------------------ helpers

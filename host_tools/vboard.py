@@ -53,14 +53,16 @@ class VirtualBoard:
     fault injection); ``rtc_invalid``: the RTC lost its time; ``log``: a callable
     for the board's status lines (watchdog, annunciation), or None; ``config``:
     device configuration overrides (``itb.drugs.DeviceConfig``) for the first boot
-    (a board that holds a store keeps its own)."""
+    (a board that holds a store keeps its own); ``watchdog_ms``: a shorter
+    watchdog for tests."""
 
     def __init__(self, state, accelerate=1, socket_port=None, provision=False, dev=True,
                  rtc_invalid=False, heapsize=HEAPSIZE, log=None, firmware=toolchain.FIRMWARE,
-                 config=None):
+                 config=None, watchdog_ms=None):
         self.state = Path(state)
         self.firmware = Path(firmware)
         self.config = config  # device configuration overrides, used at the first boot
+        self.watchdog_ms = watchdog_ms  # None: the firmware's (8 s)
         self.image = None  # directory of the cross-compiled firmware the board runs
         self.accelerate = accelerate
         self.socket_port = socket_port
@@ -165,6 +167,8 @@ class VirtualBoard:
                "--state", str(self.state.resolve()), "--serial",
                str(self._inner.getsockname()[1]), "--firmware", image,
                "--accelerate", str(self.accelerate)]
+        if self.watchdog_ms:
+            cmd += ["--watchdog-ms", str(self.watchdog_ms)]
         if self.config:
             import json
 

@@ -19,7 +19,11 @@ circuit and external watchdog:
   the wrap-safe therapy clock is exercised as on the Pico;
 - provisioning button: held for the whole run with ``--provision``;
 - watchdog: the launcher (``WDT feed`` lines on stdout; no feed for the timeout
-  resets the board, like ``machine.WDT``); annunciation: ``ANN level`` lines.
+  resets the board, like ``machine.WDT``; ``--watchdog-ms`` shortens it for
+  tests); annunciation: ``ANN level`` lines;
+- fault injection (dev builds): the next strokes end ``stall``, ``occlusion`` or
+  ``unknown``, or ``hang`` (the stroke never returns: a stuck driver that only
+  the watchdog ends).
 """
 
 import asyncio
@@ -31,7 +35,6 @@ from itb import manifest
 from itb.fs import DirFS
 
 PERIOD = 1 << 30  # RP2040 ticks_ms period
-FAULTS = ("ok", "stall", "occlusion", "unknown")
 
 
 def ticks_ms():
@@ -98,13 +101,16 @@ class VirtualBoard:
     DEV = True
     ARCHIVE_FILES = 512  # a directory has room: 16 MB of ledger for export (months)
 
-    def __init__(self, state, provision=False, rtc_invalid=False, dev=True, firmware="firmware"):
+    def __init__(self, state, provision=False, rtc_invalid=False, dev=True, firmware="firmware",
+                 watchdog_ms=None):
         self.state = state.rstrip("/")
         if not _exists(self.state):
             os.mkdir(self.state)
         self.fs = DirFS(self.state + "/fs")
         self.DEV = dev
         self.firmware = firmware
+        if watchdog_ms:
+            self.WATCHDOG_MS = watchdog_ms
         self._provision = provision
         self.fault = "ok"
         self.fault_count = 0
@@ -129,6 +135,8 @@ class VirtualBoard:
         self.strokes += 1
         if self.fault_count > 0:
             self.fault_count -= 1
+            while self.fault == "hang":  # a stuck driver: only the watchdog gets out
+                time.sleep(1)
             return self.fault
         return "ok"
 
@@ -198,7 +206,7 @@ async def _main(opts):
     from app import App
 
     board = VirtualBoard(opts["state"], opts["provision"], opts["rtc_invalid"], opts["dev"],
-                         opts["firmware"])
+                         opts["firmware"], opts["watchdog_ms"])
     app = App(board, opts["config"])
     if opts["accelerate"] > 1:
         app.clock.set_mode("accelerated", opts["accelerate"])
@@ -210,20 +218,23 @@ async def _main(opts):
 
 def main(argv):
     opts = {"state": None, "serial": None, "accelerate": 1, "provision": False,
-            "rtc_invalid": False, "dev": False, "firmware": "firmware", "config": None}
+            "rtc_invalid": False, "dev": False, "firmware": "firmware", "config": None,
+            "watchdog_ms": None}
     i = 1
     while i < len(argv):
         a = argv[i]
         if a in ("--provision", "--rtc-invalid", "--dev"):
             opts[a[2:].replace("-", "_")] = True
-        elif a in ("--state", "--serial", "--accelerate", "--firmware", "--config") \
-                and i + 1 < len(argv):
+        elif a in ("--state", "--serial", "--accelerate", "--firmware", "--config",
+                   "--watchdog-ms") and i + 1 < len(argv):
             v = argv[i + 1]
             if a == "--config":
                 import json
 
                 v = json.loads(v)
-            opts[a[2:]] = int(v) if a in ("--serial", "--accelerate") else v
+            elif a in ("--serial", "--accelerate", "--watchdog-ms"):
+                v = int(v)
+            opts[a[2:].replace("-", "_")] = v
             i += 1
         else:
             sys.stderr.write("virtual.py: unknown argument %s\n" % a)

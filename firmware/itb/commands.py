@@ -132,7 +132,7 @@ NAMES = tuple(sorted(COMMANDS))
 
 UTC_MAX_MS = 1 << 47  # about 4400 years after 1970
 CLOCK_MODES = ("real", "accelerated", "stepped")
-FAULTS = ("ok", "stall", "occlusion", "unknown")
+FAULTS = ("ok", "stall", "occlusion", "unknown", "hang")  # hang: the stroke never returns
 
 # Board commands: answered by the app (``firmware/app.py``), never by the controller.
 # They change no therapy state by themselves; ``time_sync`` and the test clock reach
