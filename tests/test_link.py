@@ -9,6 +9,7 @@ delivered once (SR-26), also across a power cut."""
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from itb import protocol as pr
@@ -272,8 +273,7 @@ def test_itbctl_end_to_end(virtual_board, tmp_path, capsys):
     assert itbctl.main(base + ["--yes", "refill", "--aspirated", "0ml", "--volume", "20ml",
                                "--concentration", "2000"]) == 0
     assert itbctl.main(base + ["--yes", "prime", "--contents", "drug"]) == 0
-    prog = tmp_path / "p.toml"
-    prog.write_text('daily_dose_ug = 120\norigin = "spinal"\n')
+    prog = Path(__file__).resolve().parent.parent / "examples" / "board" / "program.toml"
     assert itbctl.main(base + ["--yes", "program", str(prog)]) == 0
     out = capsys.readouterr().out
     assert "120.0 ug/day = 0.0600 mL/day" in out and "low reservoir in" in out
