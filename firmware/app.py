@@ -14,7 +14,7 @@ four tasks on one asyncio loop:
 - **server**: reads the serial stream, splits frames (``itb.protocol.Deframer``:
   a bad frame is dropped and counted, never half-used), authenticates each
   command (``itb.protocol.Gate``) and answers it. Controller commands go to
-  ``Runner.command``; board commands (``commands.BOARD_COMMANDS``) are answered
+  ``Runner.command``; board commands (``board_commands.py``) are answered
   here.
 - **alarms**: annunciates the highest active alarm priority on the board's
   buzzer and LED (IEC 60601-1-8 levels; the controller re-raises HIGH alarms,
@@ -408,7 +408,7 @@ class App:
                        keys["clinician"])
 
     def board_command(self, name, role, args):
-        """A board command (``commands.BOARD_COMMANDS``; ``log`` streams and is
+        """A board command (``board_commands.py``; ``log`` streams and is
         answered by ``_log_parts``). Refusals carry a reason (SR-14)."""
         res = {"id": 0, "name": name if type(name) is str else "?"}
         try:

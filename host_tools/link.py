@@ -226,7 +226,7 @@ class Board:
         LinkError when no authentic answer comes after every retry.
         ``on_part(bytes)`` receives the DATA parts of a long answer (``log``).
         ``any_name``: send a name the schema does not know (tests of the board)."""
-        if not any_name and name not in cmds.COMMANDS and name not in cmds.BOARD_COMMANDS:
+        if not any_name and name not in cmds.COMMANDS and name not in cmds.board_table():
             raise ValueError(f"unknown command {name!r}; known: {', '.join(_all_names())}")
         role = role or self.default_role(name)
         key = self.keys.get(role)
@@ -321,7 +321,7 @@ class Board:
             return res
 
     def default_role(self, name):
-        if name not in cmds.COMMANDS and name not in cmds.BOARD_COMMANDS:
+        if name not in cmds.COMMANDS and name not in cmds.board_table():
             return cmds.CLINICIAN
         allowed = cmds.roles(name)
         for role in allowed:
@@ -397,4 +397,4 @@ class Declined(RuntimeError):
 
 
 def _all_names():
-    return sorted(set(cmds.COMMANDS) | set(cmds.BOARD_COMMANDS))
+    return sorted(set(cmds.COMMANDS) | set(cmds.board_table()))

@@ -39,7 +39,7 @@ def _json(obj):
 
 def mutated_body(rng, nonce, counter, exp):
     """A command body that must be refused, and what was done to it."""
-    name = rng.choice(sorted(cmds.COMMANDS) + sorted(cmds.BOARD_COMMANDS))
+    name = rng.choice(sorted(cmds.COMMANDS) + sorted(cmds.board_table()))
     msg = {"s": nonce, "c": counter, "exp": exp, "id": rng.randint(1, 2**31 - 1),
            "name": name, "args": {}}
     for spec in cmds.params(name):

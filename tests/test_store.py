@@ -4,6 +4,7 @@ recovery reproduces the controller, damage is detected, never a silent default."
 import json
 
 import pytest
+from helpers import Bench
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 from itb import snapshot
@@ -183,6 +184,23 @@ def test_snapshot_load_rejects_a_partial_snapshot():
     bad = [[k, ({"x": 1} if k == "acc" else v)] for k, v in items]
     with pytest.raises(ValueError):
         snapshot.load(bad)
+    with pytest.raises(ValueError, match="seen"):
+        snapshot.load(items + [["seen", {"1": {}}]])
+
+
+def test_remembered_results_are_stored_in_short_lines_and_read_back_in_order():
+    """The seen-id results are split over several snapshot items (a board writes one
+    short line at a time) and come back in their order (SR-26)."""
+    b = Bench()
+    b.setup()
+    for _ in range(40):
+        b.send("acknowledge", {"code": "all"})
+    ctrl = b.r.ctrl
+    items = snapshot.save(ctrl)
+    seen_items = [v for k, v in items if k == "seen"]
+    assert len(seen_items) == -(-len(ctrl.seen_order) // snapshot.SEEN_PER_ITEM) > 1
+    again = snapshot.load(json.loads(json.dumps(items)))
+    assert again.seen_order == ctrl.seen_order and again.seen == ctrl.seen
 
 
 def test_pack_line_range_checks_every_field():
