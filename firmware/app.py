@@ -50,6 +50,8 @@ The board object (``board/virtual.py``; ``board/rp2.py`` on the Pico) offers:
 ``watchdog(timeout_ms) -> object with feed()``, ``maintenance()`` (stop the
 watchdog or reset into a maintenance boot), ``annunciate(level)``, ``DEV``
 (True in dev builds) and, in dev builds, ``inject(fault, count, switch)``.
+Optional: ``CONSOLE`` (True when the serial port is the REPL's: Ctrl-C is then
+disabled outside MAINTENANCE), ``WATCHDOG_MS``, ``ARCHIVE_FILES``.
 """
 
 import asyncio
@@ -233,6 +235,12 @@ class App:
 
     # ------------------------------------------------------------------ tasks
     async def run(self):
+        if getattr(self.board, "CONSOLE", False):
+            # the protocol shares USB CDC with the REPL: a 0x03 in a frame must not
+            # interrupt the app (restored in MAINTENANCE, for mpremote)
+            import micropython
+
+            micropython.kbd_intr(-1)
         await asyncio.gather(self.runner_task(), self.server_task(), self.alarm_task(),
                              self.health_task())
 
@@ -312,7 +320,12 @@ class App:
                 if real - self.beat[name] > min(HEALTHY_MS, timeout // 2):
                     healthy = False
             if self.runner.ctrl.state == MAINTENANCE:
-                self.board.maintenance()  # SR-27: no watchdog in MAINTENANCE
+                if wdt is not None:
+                    self.board.maintenance()  # SR-27: no watchdog in MAINTENANCE
+                    if getattr(self.board, "CONSOLE", False):
+                        import micropython
+
+                        micropython.kbd_intr(3)  # the REPL may be reached again
                 wdt = None
             elif healthy and wdt is not None:
                 wdt.feed()

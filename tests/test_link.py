@@ -12,11 +12,12 @@ import stat
 from pathlib import Path
 
 import pytest
+from itb import manifest
 from itb import protocol as pr
 from itb import runner as rn
 
 from host_tools import export as ex
-from host_tools import itbctl, link
+from host_tools import itbctl, link, toolchain
 from host_tools.vboard import VirtualBoard
 
 HOUR = 3_600_000
@@ -69,6 +70,9 @@ def test_program_two_phase_and_the_trace_replays(board):
     the same controller code)."""
     info = board.hello()
     assert info["roles"] == ["clinician", "patient", "service"] and info["build"] == "dev"
+    # the manifest hash is the deployed image's (the cross-compiled files)
+    image = str(toolchain.firmware_image())
+    assert info["fw"] == manifest.digest(image, os.listdir, os.path.isdir, os.path.getsize)
     res = setup_therapy(board)
     assert res["ok"] and res["command"] == "program"
     st = board.status()
