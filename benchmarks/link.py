@@ -26,6 +26,7 @@ from itb import runner as rn  # noqa: E402
 
 from host_tools import export as ex  # noqa: E402
 from host_tools import link  # noqa: E402
+from host_tools.fixtures import start_therapy  # noqa: E402
 from host_tools.vboard import VirtualBoard  # noqa: E402
 
 DAY = 86_400_000
@@ -41,10 +42,7 @@ def main(argv=None):
         b = link.Board(vb.url, timeout=10)
         b.hello()
         b.provision(link.new_keys())
-        b.change("refill", {"aspirated_nl": 0, "volume_nl": 20_000_000,
-                            "concentration_ug_per_ml": 2000})
-        b.change("prime", {"contents": "drug"})
-        b.change("program", {"daily_dose_ng": a.dose_ug * 1000, "origin": "spinal"})
+        start_therapy(b, a.dose_ug * 1000)
         b.status()
         rtts = []
         for _ in range(a.round_trips):

@@ -58,6 +58,7 @@ import asyncio
 import binascii
 import gc
 import json
+import sys
 
 from itb import commands as cmds
 from itb import protocol as pr
@@ -290,6 +291,8 @@ class App:
                         await serial.write(pr.pack(out))
                 except Exception as e:  # a bug must not take the pump down: refuse, count
                     self.refused["INTERNAL"] = self.refused.get("INTERNAL", 0) + 1
+                    if hasattr(sys, "print_exception"):  # MicroPython: to the console log
+                        sys.print_exception(e)
                     await serial.write(pr.pack(pr.seal(pr.REFUSAL, "", pr.dumps({
                         "ok": 0, "reason": "INTERNAL", "message": "internal error: %s"
                         % type(e).__name__}))))
@@ -492,14 +495,19 @@ class App:
         for path in files[start:]:
             f = self.board.fs.open(path, "rb")
             try:
-                buf += f.read()
+                while True:  # a piece at a time: an archive file is 32 KB
+                    data = f.read(DATA_CHUNK)
+                    if not data:
+                        break
+                    buf += data
+                    if len(buf) >= DATA_CHUNK:
+                        yield pr.data_part(key, role, self.gate.nonce, counter, n,
+                                           buf[:DATA_CHUNK])
+                        size += DATA_CHUNK
+                        buf = buf[DATA_CHUNK:]
+                        n += 1
             finally:
                 f.close()
-            while len(buf) >= DATA_CHUNK:
-                yield pr.data_part(key, role, self.gate.nonce, counter, n, buf[:DATA_CHUNK])
-                size += DATA_CHUNK
-                buf = buf[DATA_CHUNK:]
-                n += 1
         if buf:
             yield pr.data_part(key, role, self.gate.nonce, counter, n, buf)
             size += len(buf)

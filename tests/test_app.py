@@ -11,10 +11,10 @@ import time
 import pytest
 
 from host_tools import link
+from host_tools.fixtures import start_therapy
 from host_tools.vboard import VirtualBoard
 
 HOUR = 3_600_000
-FILL = {"aspirated_nl": 0, "volume_nl": 20_000_000, "concentration_ug_per_ml": 2000}
 
 
 def connect(vb, keys=None):
@@ -28,9 +28,7 @@ def connect(vb, keys=None):
 
 
 def program(b, dose_ng=400_000):
-    b.change("refill", FILL)
-    b.change("prime", {"contents": "drug"})
-    b.change("program", {"daily_dose_ng": dose_ng, "origin": "spinal"})
+    start_therapy(b, dose_ng)
 
 
 def wait_for(cond, timeout=20):
@@ -111,9 +109,7 @@ def test_maintenance_stops_the_watchdog_and_a_reset_ends_it(tmp_path):
 
 @pytest.mark.sr("SR-16", "SR-28")
 def test_alarms_are_annunciated_by_priority(board, virtual_board):
-    board.change("refill", FILL)
-    board.change("prime", {"contents": "drug"})
-    board.change("program", {"daily_dose_ng": 400_000, "origin": "spinal"})
+    start_therapy(board)
     board.call("emergency_stop")
     assert wait_for(lambda: virtual_board.annunciating == "high")
     board.call("acknowledge", {"code": "all"})

@@ -20,6 +20,7 @@ from itb import commands as cmds
 from itb import protocol as pr
 
 from host_tools import link
+from host_tools.fixtures import start_therapy
 from host_tools.testkit.machine import CONFIG
 from host_tools.vboard import VirtualBoard
 
@@ -104,10 +105,7 @@ def fuzz_board(tmp_path_factory):
         b = link.Board(vb.url, timeout=5)
         b.hello()
         b.provision(link.new_keys())
-        b.change("refill", {"aspirated_nl": 0, "volume_nl": 20_000_000,
-                            "concentration_ug_per_ml": 2000})
-        b.change("prime", {"contents": "drug"})
-        b.change("program", {"daily_dose_ng": 400_000, "origin": "spinal"})
+        start_therapy(b)
         b.call("test_clock", {"mode": "stepped"}, role="service")
         yield vb, b
         b.close()

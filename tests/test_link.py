@@ -18,16 +18,14 @@ from itb import runner as rn
 
 from host_tools import export as ex
 from host_tools import itbctl, link, toolchain
+from host_tools.fixtures import start_therapy
 from host_tools.vboard import VirtualBoard
 
 HOUR = 3_600_000
-FILL = {"aspirated_nl": 0, "volume_nl": 20_000_000, "concentration_ug_per_ml": 2000}
 
 
 def setup_therapy(board, dose_ng=400_000):
-    board.change("refill", FILL)
-    board.change("prime", {"contents": "drug"})
-    return board.change("program", {"daily_dose_ng": dose_ng, "origin": "spinal"})
+    return start_therapy(board, dose_ng)
 
 
 def step(board, ms):

@@ -1368,6 +1368,33 @@ def test_sr26_repeated_command_id_is_not_applied_twice():
     assert len([s for s in b.strokes if s[1] == "bolus"]) == 5
 
 
+@pytest.mark.sr("SR-26")
+def test_sr26_remembered_results_stay_small_and_a_retry_still_gets_its_outcome():
+    """Only the newest few results are kept whole; an older retried id gets its
+    outcome (ok, reason, message, hash) without the effect, and is still never
+    applied twice. Memory: a long plan's effect is kilobytes; 256 of them filled
+    the virtual board's heap (found by the attacker)."""
+    from itb.controller import FULL_RESULTS, KEPT_FIELDS
+
+    b = setup(D100)
+    t = 1000 * SEC
+    b.advance(t)
+    first = b.send("prepare", {"command": "taper", "args": {
+        "target_daily_dose_ng": 40_000, "step_pct": 1, "every_ms": MIN}}, cid=500)
+    assert first["ok"] and len(repr(first["effect"])) > 500
+    for i in range(FULL_RESULTS + 3):
+        b.send("acknowledge", {"code": "all"}, cid=501 + i)
+    ctrl = b.r.ctrl
+    assert set(ctrl.seen[500]) <= set(KEPT_FIELDS)
+    again = b.send("prepare", {"command": "taper", "args": {}}, cid=500)
+    assert again.get("replayed") == 1 and again["hash"] == first["hash"]
+    assert again["ok"] == first["ok"] and "effect" not in again
+    newest = ctrl.seen_order[-1]
+    assert "effect" in ctrl.seen[newest] or ctrl.seen[newest]["name"] == "acknowledge"
+    whole = [cid for cid in ctrl.seen_order if set(ctrl.seen[cid]) - set(KEPT_FIELDS)]
+    assert len(whole) <= FULL_RESULTS
+
+
 @pytest.mark.sr("SR-26", "SR-4")
 def test_sr26_stroke_without_completion_counts_after_reset():
     b = setup(D100)

@@ -725,3 +725,25 @@ def test_boot_with_an_rtc_stamps_the_ledger_from_the_first_boot():
     assert again.now == wl.HOUR + wl.MIN
     assert "CLOCK_INVALID" not in again.ctrl.alarms.entries
     assert again.ctrl.wall_delta == utc
+
+
+def test_one_long_input_never_grows_a_segment_past_what_a_reader_holds():
+    """Days of wake-ups in one ``advance`` (a host-stepped test clock, a stopped pump
+    that only heartbeats and re-alarms: no stroke syncs) still rotate segments at
+    SEGMENT_BYTES (a board reads a segment whole at recovery: found by the HIL run,
+    a 249 KB segment failed on the virtual board's heap); recovery reproduces the
+    controller."""
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK[:1], wl.HOUR)
+    assert h.confirm("stop", {"reason": "procedure"})["ok"]
+    h.now += 8 * wl.DAY
+    h.runner.advance(h.now)  # one input: eight days
+    sizes = [len(fs.open(st.LEDGER + "/" + n, "rb").read()) for n in fs.listdir(st.LEDGER)]
+    assert len(sizes) > 3
+    assert max(sizes) <= 2 * st.SEGMENT_BYTES + st.MAX_LINE + 40
+    live = h.runner.ctrl.therapy_state()
+    h.runner.journal.sync()
+    fs.power_cut()
+    runner, info, _storage = st.Store(fs).rebuild(wl.Motor())
+    assert not info.problems and runner.ctrl.therapy_state() == live

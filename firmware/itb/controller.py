@@ -85,6 +85,9 @@ ACCEPTS = {
 OUTCOMES = ("ok", "stall", "occlusion", "unknown")
 NG_DAY = "ng_per_day"
 SEEN_IDS = 256  # SR-26: results of the last 256 command ids are kept
+FULL_RESULTS = 4  # ... the newest 4 whole; older ones without their effect (heap)
+KEPT_FIELDS = ("ok", "reason", "message", "id", "name", "command", "hash", "allowed",
+               "allowed_unit")
 ID_MAX = 0x7FFFFFFF
 HEARTBEAT_MS = 15 * MINUTE_MS  # SR-23
 MAX_T = 1 << 47  # therapy clock range, ms (about 4400 years)
@@ -893,9 +896,21 @@ class Controller:
             raise Refusal(e.reason, e.message)
 
     def _remember(self, cid, res):
+        # SR-26, read for a small heap: a retry is answered with the recorded result,
+        # whole for the newest FULL_RESULTS ids; older ones keep the outcome (ok,
+        # reason, message, hash, allowed) without the effect (a 390-step plan's effect
+        # is 5 KB: 256 of them filled the board's heap, found by the attacker)
         if cid not in self.seen:  # pragma: no branch - defensive: handle() answers seen ids first
             self.seen_order.append(cid)
         self.seen[cid] = res
+        if len(self.seen_order) > FULL_RESULTS:
+            older = self.seen_order[-FULL_RESULTS - 1]
+            full = self.seen[older]
+            short = {}
+            for k in KEPT_FIELDS:
+                if k in full:
+                    short[k] = full[k]
+            self.seen[older] = short
         while len(self.seen_order) > SEEN_IDS:
             old = self.seen_order.pop(0)
             del self.seen[old]

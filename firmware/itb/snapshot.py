@@ -19,7 +19,7 @@ from itb.reservoir import Reservoir
 from itb.scheduler import Accumulator, Overlay
 
 FORMAT = 1
-SEEN_PER_ITEM = 16
+SEEN_PER_ITEM = 1  # one result per line: a line is at most one (5 KB) result
 # plain-data attributes of the controller
 PLAIN = ("state", "rx", "program", "plan", "last_now", "stroke_seq", "pending",
          "last_stroke_ms", "hold_until", "no_increase_until", "interrupt_ms",

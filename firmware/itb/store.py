@@ -284,6 +284,10 @@ class Store:
         self.seg_bytes += len(data)
         self.since_cp += len(data)
         self.dirty = 1
+        if self.seg_bytes >= 2 * SEGMENT_BYTES:
+            # a long input (days of wake-ups at once, no stroke to sync on) must not
+            # grow one segment past what a reader holds: sync it, which rotates it
+            self.sync()
 
     def sync(self):
         """Make every written record durable (flush = littlefs sync)."""
@@ -371,20 +375,27 @@ class Store:
                 self.fs.remove(path)
 
     def _archive(self, paths):
-        # append the segments' bytes to the newest archive file (a new file once it
-        # holds ARCHIVE_FILE_BYTES), then keep only the newest ``archive`` files
+        # append the segments' bytes to the newest archive file, starting a new one
+        # whenever it holds ARCHIVE_FILE_BYTES, then keep the newest ``archive`` files
         if ARCHIVE not in self.fs.listdir(""):
             self.fs.mkdir(ARCHIVE)
         files = self._archive_files()
-        size = 0
+        size = ARCHIVE_FILE_BYTES
         if files:
+            size = 0
             for raw in _lines(self.fs, ARCHIVE + "/" + files[-1]):
                 size += len(raw) + 1
-        if not files or size >= ARCHIVE_FILE_BYTES:
-            files.append("%010d" % (int(files[-1]) + 1 if files else 1))
-        f = self.fs.open(ARCHIVE + "/" + files[-1], "ab")
+        f = None
         try:
             for path in paths:
+                if size >= ARCHIVE_FILE_BYTES:
+                    if f is not None:
+                        f.close()
+                    files.append("%010d" % (int(files[-1]) + 1 if files else 1))
+                    f = None
+                    size = 0
+                if f is None:
+                    f = self.fs.open(ARCHIVE + "/" + files[-1], "ab")
                 src = self.fs.open(path, "rb")
                 try:
                     while True:
@@ -392,11 +403,13 @@ class Store:
                         if not data:
                             break
                         f.write(data)
+                        size += len(data)
                 finally:
                     src.close()
         finally:
-            f.close()
-        for name in files[:len(files) - self.archive]:
+            if f is not None:
+                f.close()
+        for name in files[:max(0, len(files) - self.archive)]:
             self.fs.remove(ARCHIVE + "/" + name)
 
     def _archive_files(self):
@@ -723,9 +736,14 @@ def _gen_key(slot):
 
 
 def _first_seq(fs, path):
-    """Sequence number of the first valid record of a segment, or None."""
-    for raw in _read_lines(fs, path):
-        got = unpack_line(raw) if raw else None
-        if got is not None:
-            return got[0]
+    """Sequence number of the first valid record of a segment or archive file, or
+    None. Reads no further than that record (an archive file is 32 KB)."""
+    lines = _lines(fs, path)
+    try:
+        for raw in lines:
+            got = unpack_line(raw) if raw else None
+            if got is not None:
+                return got[0]
+    finally:
+        lines.close()  # closes the file now (MicroPython does not finalise generators)
     return None
