@@ -31,10 +31,11 @@ wrap-safe). Dev builds add a **test clock** for HIL tests (service role only):
 once). The RTC is moved by the same amount (``board.rtc_skew``), so outage
 bounds after a reset stay consistent with the ledger's wall-clock stamps.
 
-Boot-loop counter (SR-27): each boot appends its RTC time to ``boots``; three
-boots within ``BOOT_LOOP_MS`` (or, with the RTC invalid, three boots without a
-``STABLE_MS`` healthy run between them) boot into SAFE. A run that stays healthy
-for ``STABLE_MS`` clears the file.
+Boot-loop counter (SR-27): each boot after a watchdog or firmware reset appends
+its RTC time to ``boots``; three such boots within ``BOOT_LOOP_MS`` (or, with the
+RTC invalid, three without a ``STABLE_MS`` healthy run between them) boot into
+SAFE. A power-on and a run that stays healthy for ``STABLE_MS`` clear the count
+(reading chosen: power cycles are not a crash loop, and SAFE stops dosing).
 
 Keys (one per role, 32 bytes) live in the file ``keys`` beside the store (JSON
 and a CRC, written to a temporary file and renamed); they are accepted only
@@ -46,6 +47,7 @@ The board object (``board/virtual.py``; ``board/rp2.py`` on the Pico) offers:
 ``serial`` (``async read() -> bytes``, ``async write(data)``), ``ticks_ms()``,
 ``ticks_diff(a, b)``, ``rtc_now() -> UTC ms | None``, ``rtc_set(utc_ms)``,
 ``rtc_skew(ms)``, ``empty_switch() -> bool``, ``provisioning() -> bool``,
+``reset_cause() -> "power_on" | "watchdog" | "reset"``,
 ``random(n) -> bytes``, ``device_id() -> str``, ``manifest() -> str``,
 ``watchdog(timeout_ms) -> object with feed()``, ``maintenance()`` (stop the
 watchdog or reset into a maintenance boot), ``annunciate(level)``, ``DEV``
@@ -74,6 +76,9 @@ STABLE_MS = 10 * 60000
 WATCHDOG_MS = 8000  # below the RP2040's 8388 ms maximum
 HEALTHY_MS = 4000  # a task silent for longer stops the watchdog feed
 MAX_SLEEP_MS = 1000  # the runner re-checks the clock at least this often
+WRITE_TIMEOUT_MS = 1000  # an answer the host does not take within this is dropped
+STEP_CHUNK_MS = 3600000  # a test-clock step runs (and checkpoints) an hour at a time
+BOARD_IDS = 16  # board-command results remembered by id (a retry is not re-applied)
 SWITCH_POLL_MS = 200
 ARCHIVE_FILES = 8  # ledger kept for export: 8 x 32 KB (about a week at 100 strokes/day)
 DATA_CHUNK = 1536  # bytes of ledger per DATA part (within MAX_PAYLOAD)
@@ -126,8 +131,9 @@ class TestClock:
         self.anchor_real = self.real.now_ms
 
     def step(self, ms):
+        """Stepped mode: therapy time jumps ``ms`` ahead (read it with ``App.now``,
+        which moves the RTC by the same amount)."""
         self.anchor += ms
-        return self.now()
 
     def real_ms_until(self, t, now):
         """Real milliseconds until therapy time ``t`` (None: only a step gets there)."""
@@ -206,7 +212,10 @@ class App:
         self.dev = bool(getattr(board, "DEV", False))
         fs = board.fs
         rtc = board.rtc_now()
-        entries = _boots(fs)
+        # SR-27, read for withdrawal safety: a boot loop is resets the firmware or the
+        # watchdog caused; a power-on (a power cycle) starts the count afresh, so
+        # unplugging a board three times never stops its dosing
+        entries = [] if board.reset_cause() == "power_on" else _boots(fs)
         looping = boot_loop(entries, rtc)
         _write_boots(fs, (entries + [-1 if rtc is None else rtc])[-3:])
         self.runner, self.recovery = durable.boot(fs, board, config, None, rtc, 1 if looping else 0,
@@ -218,6 +227,9 @@ class App:
                                         "boot": self.boot_id, "build": "dev" if self.dev else "release"})
         self.deframer = pr.Deframer()
         self.refused = {}  # message-layer refusals by reason (never reach the controller)
+        self.stepping = False  # a test-clock step is running the runner
+        self.board_seen = {}  # board-command id -> result (the last BOARD_IDS)
+        self.board_order = []
         self.beat = {"runner": 0, "server": 0}
         self.wake = asyncio.Event()
         self.started_ms = self.clock.real.now_ms
@@ -250,7 +262,7 @@ class App:
         while True:
             now = self.now()
             self.beat["runner"] = self.clock.real.now_ms
-            if self.runner.powered:
+            if self.runner.powered and not self.stepping:
                 on = bool(self.board.empty_switch())
                 if on != switch:
                     switch = on
@@ -286,9 +298,22 @@ class App:
                 await asyncio.sleep(0.05)
                 continue
             for payload in self.deframer.feed(data):
+                answer = self.handle(payload)
                 try:
-                    for out in self.handle(payload):
-                        await serial.write(pr.pack(out))
+                    for out in answer:
+                        self.beat["server"] = self.clock.real.now_ms
+                        if out is None:  # a long command lets the other tasks run
+                            await asyncio.sleep(0)
+                            continue
+                        try:
+                            await asyncio.wait_for(serial.write(pr.pack(out)),
+                                                   WRITE_TIMEOUT_MS / 1000)
+                        except asyncio.TimeoutError:
+                            # the host stopped reading: drop the answer (a blocked
+                            # write must not stall the server or starve the watchdog)
+                            self.refused["WRITE_TIMEOUT"] = self.refused.get(
+                                "WRITE_TIMEOUT", 0) + 1
+                            break
                 except Exception as e:  # a bug must not take the pump down: refuse, count
                     self.refused["INTERNAL"] = self.refused.get("INTERNAL", 0) + 1
                     if hasattr(sys, "print_exception"):  # MicroPython: to the console log
@@ -296,6 +321,8 @@ class App:
                     await serial.write(pr.pack(pr.seal(pr.REFUSAL, "", pr.dumps({
                         "ok": 0, "reason": "INTERNAL", "message": "internal error: %s"
                         % type(e).__name__}))))
+                finally:
+                    answer.close()  # a log export's file is closed now, not at GC
 
     async def alarm_task(self):
         while True:
@@ -343,7 +370,8 @@ class App:
         answer's DATA parts are made one at a time: memory stays bounded)."""
         kind = payload[0] if payload else 0
         if kind == pr.HELLO:
-            yield self.gate.hello(self.board.random(pr.NONCE_BYTES), self.now(), self._hello())
+            yield self.gate.hello(self.board.random(pr.NONCE_BYTES), self.now(), self._hello(),
+                                  payload)
             return
         if kind == pr.PROVISION:
             yield self._provision(payload)
@@ -372,8 +400,22 @@ class App:
             res = self.runner.command({"name": name, "id": msg["id"], "role": role,
                                        "args": args}, now)
             self.wake.set()
+        elif msg["id"] in self.board_seen:  # a retry: the recorded result, not again
+            res = dict(self.board_seen[msg["id"]])
+            res["replayed"] = 1
         else:
-            res = self.board_command(name, role, args)
+            step = []
+            res = self.board_command(name, role, args, step)
+            if step:  # a test-clock step: an hour at a time, the other tasks in between
+                for _ in self._step(step[0]):
+                    yield None
+                res["t"] = self.now()
+            if name != "status":
+                res["id"] = msg["id"]
+                self.board_seen[msg["id"]] = res
+                self.board_order.append(msg["id"])
+                if len(self.board_order) > BOARD_IDS:
+                    del self.board_seen[self.board_order.pop(0)]
         now = self.now()
         try:
             out = self.gate.respond(role, counter, res, now)
@@ -423,9 +465,10 @@ class App:
                                                      "dev": self.board.device_id()}),
                        keys["clinician"])
 
-    def board_command(self, name, role, args):
+    def board_command(self, name, role, args, step):
         """A board command (``board_commands.py``; ``log`` streams and is
-        answered by ``_log_parts``). Refusals carry a reason (SR-14)."""
+        answered by ``_log_parts``). Refusals carry a reason (SR-14). A test-clock
+        step to run is appended to ``step`` (the caller runs it a piece at a time)."""
         res = {"id": 0, "name": name if type(name) is str else "?"}
         try:
             args = cmds.validate(name, args)
@@ -433,7 +476,7 @@ class App:
                 raise cmds.CommandError("WRONG_ROLE", "%s may not send %s" % (role, name))
             if name in ("test_clock", "inject") and not self.dev:
                 raise cmds.CommandError("NOT_DEV_BUILD", "%s exists only in dev builds" % name)
-            res.update(getattr(self, "_cmd_" + name)(args))
+            res.update(getattr(self, "_cmd_" + name)(args, step))
             res["ok"] = 1
             res["reason"] = None
         except cmds.CommandError as e:
@@ -442,7 +485,7 @@ class App:
             res["message"] = e.message
         return res
 
-    def _cmd_status(self, args):
+    def _cmd_status(self, args, step):
         st = self.runner.ctrl.status()
         st["board"] = {"clock": self.clock.mode, "factor": self.clock.factor,
                        "annunciating": self.level, "dropped": self.deframer.dropped,
@@ -453,24 +496,37 @@ class App:
             st["board"]["heap"] = [gc.mem_alloc(), gc.mem_free()]
         return {"status": st}
 
-    def _cmd_time_sync(self, args):
+    def _cmd_time_sync(self, args, step):
         self.board.rtc_set(args["utc_ms"])
         self.runner.set_rtc(self.now(), args["utc_ms"])  # a logged runner input (SR-23)
         return {"message": "RTC set"}
 
-    def _cmd_test_clock(self, args):
+    def _cmd_test_clock(self, args, step):
+        if args["advance_ms"] and args["mode"] != "stepped":
+            raise cmds.CommandError("BAD_ARGUMENT", "advance_ms needs mode stepped")
         self.clock.set_mode(args["mode"], args["factor"])
         if args["advance_ms"]:
-            if args["mode"] != "stepped":
-                raise cmds.CommandError("BAD_ARGUMENT", "advance_ms needs mode stepped")
-            self.now()
-            self.clock.step(args["advance_ms"])
-            now = self.now()
-            self.runner.advance(now)
+            step.append(args["advance_ms"])
         self.wake.set()
         return {"t": self.now(), "mode": self.clock.mode}
 
-    def _cmd_inject(self, args):
+    def _step(self, ms):
+        # the stepped clock jumps; the runner follows an hour at a time, so the store
+        # checkpoints as it goes and the other tasks (the watchdog's) run in between
+        start = self.now()
+        self.clock.step(ms)
+        end = self.now()  # moves the RTC by ms as well
+        t = start
+        self.stepping = True  # the runner task leaves the runner to this loop
+        try:
+            while t < end:
+                t = min(end, t + STEP_CHUNK_MS)
+                self.runner.advance(t)
+                yield
+        finally:
+            self.stepping = False
+
+    def _cmd_inject(self, args, step):
         self.board.inject(args["fault"], args["count"], args["switch"])
         self.wake.set()
         return {"message": "injected"}

@@ -163,22 +163,37 @@ class Board:
     # ------------------------------------------------------------------ session
     def hello(self):
         """Start a session: the board's hello fields (``v``, ``fw``, ``dev``,
-        ``boot``, ``nonce``, ``t``, ``last_id``, ...)."""
+        ``boot``, ``nonce``, ``t``, ``last_id``, ...). With keys, the hello names a
+        role and carries a fresh challenge; only an answer tagged with that role's
+        key and echoing the challenge is taken (a keyless peer cannot feed the host a
+        false ``last_id`` or nonce, nor replay an old hello)."""
+        import secrets
+
+        role = next((r for r in cmds.ROLES if r in self.keys), "")
+        challenge = secrets.token_hex(16)
+        body = pr.dumps({"hn": challenge}) if role else b"{}"
         for _attempt in range(self.retries + 1):
             self.inbox = []
-            self._send(pr.seal(pr.HELLO, "", b"{}"))
+            self._send(pr.seal(pr.HELLO, role, body))
             deadline = time.monotonic() + self.timeout
             while True:
                 payload = self._receive(deadline)
                 if payload is None:
                     break
                 try:
-                    kind, _role, body = pr.opened(payload)
-                    if kind != pr.HELLO_REPLY:
+                    kind, got_role, reply = pr.opened(payload)
+                    if kind not in (pr.HELLO_REPLY, pr.HELLO_AUTH):
                         continue  # a late answer to an earlier request
-                    info = pr.parse_body(body)
+                    info = pr.parse_body(reply)
                 except pr.MessageError:
                     continue
+                if role and not (kind == pr.HELLO_AUTH and got_role == role
+                                 and pr.check_tag(payload, self.keys[role])
+                                 and info.get("hn") == challenge):
+                    if kind == pr.HELLO_REPLY and role not in info.get("roles", [role]):
+                        raise LinkError(f"the board has no {role} key: provision keys, or"
+                                        " use the key file of this board")
+                    continue  # forged, replayed or under another key: not ours
                 if info.get("v") != pr.VERSION:
                     raise LinkError(f"board speaks protocol {info.get('v')}, this host"
                                     f" {pr.VERSION}")
@@ -190,8 +205,8 @@ class Board:
                 if self.next_id is None or self.next_id <= last:
                     self.next_id = last + 1
                 return info
-        raise LinkError(f"no hello answer from {self.port} (is a board there? is it running"
-                        " the firmware?)")
+        raise LinkError(f"no {'authenticated ' if role else ''}hello answer from {self.port}"
+                        " (is a board there, running the firmware? are these its keys?)")
 
     def _factor(self):
         """Board milliseconds per host millisecond (0: the board's clock is stepped)."""
@@ -264,6 +279,12 @@ class Board:
                 last_error = f"{res['reason']}: {res.get('message')}"
                 self.hello()
                 continue
+            if res.get("replayed") and res.get("name") != name:
+                # the id was used before for another command (a host that reused
+                # ids): the board did not apply this one; never report its result
+                self.next_id = max(self.next_id, cid + 1)
+                raise LinkError(f"command id {cid} was already used for {res.get('name')}:"
+                                f" {name} was not applied; send it again with a new id")
             if name == "test_clock" and res.get("ok"):  # the board's clock changed pace
                 self.info["clock"] = res.get("mode")
                 self.info["factor"] = (args or {}).get("factor", 1)

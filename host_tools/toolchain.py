@@ -58,16 +58,40 @@ def source_digest(src=FIRMWARE):
     return manifest.digest(str(src), os.listdir, os.path.isdir, os.path.getsize)
 
 
+def _cache_root():
+    """A cache directory only this user can write (``$XDG_CACHE_HOME`` or
+    ``~/.cache``, then ``itb-controller/images``, mode 0700), or None when it is not
+    ours or is open to others: another local user must not choose the code a
+    virtual board runs (found by the attacker in a shared temp directory)."""
+    import stat
+
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    root = root / "itb-controller" / "images"
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = root.stat()
+    except OSError:
+        return None
+    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return None
+    return root
+
+
 def firmware_image(src=FIRMWARE):
     """The firmware under ``src`` cross-compiled for the unix port, cached by the
-    sources' hash in the temp directory (content-addressed: safe to share between
-    processes). Returns the image directory."""
+    sources' hash in this user's private cache (content-addressed: safe to share
+    between this user's processes). Returns the image directory."""
     import tempfile
 
-    out = Path(tempfile.gettempdir()) / f"itb-image-{source_digest(src)[:20]}"
+    root = _cache_root()
+    if root is None:  # no private cache: a private temporary directory, every time
+        out = Path(tempfile.mkdtemp(prefix="itb-image-"))
+        compile_firmware(out, src)
+        return out
+    out = root / source_digest(src)[:20]
     if (out / ".complete").exists():
         return out
-    work = Path(tempfile.mkdtemp(prefix="itb-image-", dir=tempfile.gettempdir()))
+    work = Path(tempfile.mkdtemp(prefix="tmp-", dir=root))
     compile_firmware(work, src)
     (work / ".complete").write_text("")
     try:

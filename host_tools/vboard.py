@@ -20,6 +20,7 @@ More than ``MAX_RESTARTS`` exits within a minute stop the launcher with the
 board's last error output (a firmware that cannot start).
 """
 
+import fcntl
 import os
 import selectors
 import signal
@@ -34,6 +35,7 @@ from pathlib import Path
 
 from host_tools import toolchain
 
+HOST_BUFFER = 256 * 1024  # bytes held for a slow host before the board's writes wait
 HEAPSIZE = "512K"  # the unix port is 64-bit: about twice the Pico's ~230 KB of objects
 MAX_RESTARTS = 5
 
@@ -88,11 +90,22 @@ class VirtualBoard:
         self._lock = threading.Lock()
         self._thread = None
         self._exits = deque(maxlen=MAX_RESTARTS)
+        self._state_lock = None  # flock on the state directory: one board per directory
         self.failure = None
+        self._pending = bytearray()  # board -> host bytes the host has not taken yet
 
     # ------------------------------------------------------------------ control
     def start(self, timeout=30):
         self.state.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state, 0o700)  # its flash holds the board's keys
+        self._state_lock = open(self.state / "launcher.lock", "w")
+        try:
+            fcntl.flock(self._state_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._state_lock.close()
+            self._state_lock = None
+            raise LaunchError(f"{self.state} is in use by another virtual board (one board"
+                              " per state directory)") from None
         try:
             self._micropython = toolchain.need("micropython")
             self.image = toolchain.firmware_image(self.firmware)
@@ -103,11 +116,17 @@ class VirtualBoard:
             master, slave = os.openpty()
             tty.setraw(slave)
             tty.setraw(master)
+            os.set_blocking(master, False)  # a host that does not read never blocks us
             self._host = master
             self._pty_slave = slave
             self.url = os.ttyname(slave)
         else:
-            self._server = socket.create_server(("127.0.0.1", self.socket_port))
+            try:
+                self._server = socket.create_server(("127.0.0.1", self.socket_port))
+            except OSError as e:
+                self.stop()
+                raise LaunchError(f"cannot listen on port {self.socket_port}: {e.strerror}"
+                                  ) from None
             self.url = "socket://127.0.0.1:%d" % self._server.getsockname()[1]
         self._boot()
         self._thread = threading.Thread(target=self._loop, name="vboard", daemon=True)
@@ -134,7 +153,9 @@ class VirtualBoard:
             os.close(self._host)
         if self._pty_slave is not None:
             os.close(self._pty_slave)
-        self._host = self._server = self._inner = self._pty_slave = None
+        if self._state_lock is not None:
+            self._state_lock.close()
+        self._host = self._server = self._inner = self._pty_slave = self._state_lock = None
 
     def __enter__(self):
         self.start()
@@ -160,13 +181,13 @@ class VirtualBoard:
     def _error_text(self):
         return "\n".join(self.last_error) or "(no output)"
 
-    def _boot(self):
+    def _boot(self, cause="power_on"):
         image = str(self.image)
         env = dict(os.environ, MICROPYPATH=".frozen:" + image)  # .frozen: asyncio
         cmd = [self._micropython, "-X", "heapsize=" + self.heapsize, "-m", "board.virtual",
                "--state", str(self.state.resolve()), "--serial",
                str(self._inner.getsockname()[1]), "--firmware", image,
-               "--accelerate", str(self.accelerate)]
+               "--accelerate", str(self.accelerate), "--reset-cause", cause]
         if self.watchdog_ms:
             cmd += ["--watchdog-ms", str(self.watchdog_ms)]
         if self.config:
@@ -239,17 +260,18 @@ class VirtualBoard:
                     watch(proc.stdout, "out")
                 else:
                     unwatch("out")
-                if self._child is not None:
+                if self._child is not None and len(self._pending) < HOST_BUFFER:
                     watch(self._child, "child")
-                else:
+                else:  # no board, or the host is not reading: the board's writes wait
                     unwatch("child")
                 if self._server is not None:
                     watch(self._server, "server")
                 if self._host is not None:
                     watch(self._host, "host")
-            for key, _ in sel.select(0.1):
+            for key, _ in sel.select(0.002 if self._pending else 0.1):
                 self._event(key.data, unwatch)
             with self._lock:
+                self._flush_host()
                 self._supervise(unwatch)
         sel.close()
 
@@ -285,6 +307,7 @@ class VirtualBoard:
             elif tag == "server":
                 conn, _ = self._server.accept()
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.setblocking(False)
                 if isinstance(self._host, socket.socket):
                     unwatch("host")
                     self._host.close()  # one host at a time, like a serial port
@@ -301,6 +324,8 @@ class VirtualBoard:
         if isinstance(self._host, socket.socket):
             try:
                 data = self._host.recv(65536)
+            except BlockingIOError:
+                return b""
             except OSError:
                 data = b""
             if not data:
@@ -309,23 +334,35 @@ class VirtualBoard:
             return data
         try:
             return os.read(self._host, 65536)
+        except BlockingIOError:
+            return b""
         except OSError:  # the pty's other end is not open (no host yet): wait
             time.sleep(0.01)
             return b""
 
     def _to_host(self, data):
+        self._pending += data
+        self._flush_host()
+
+    def _flush_host(self):
+        # like USB CDC: bytes wait here while the host's side is full, and the board's
+        # own writes wait once HOST_BUFFER is held (the relay never blocks on a host
+        # that stops reading, so resets and the watchdog go on)
+        if not self._pending:
+            return
         if self._host is None:
+            self._pending = bytearray()  # no host: lost, like bytes on an unplugged cable
             return
         try:
             if isinstance(self._host, socket.socket):
-                self._host.sendall(data)
+                n = self._host.send(self._pending)
             else:
-                view = memoryview(data)
-                while view:
-                    n = os.write(self._host, view)
-                    view = view[n:]
+                n = os.write(self._host, self._pending)
+        except BlockingIOError:
+            return
         except OSError:
-            pass  # nobody listening: dropped like bytes on an unplugged cable
+            n = len(self._pending)  # the host went away
+        del self._pending[:n]
 
     def _supervise(self, unwatch):
         proc = self._proc
@@ -350,12 +387,12 @@ class VirtualBoard:
                 self._stop.set()
                 self._ready.set()
                 return
-            self._boot()
+            self._boot("reset")
         elif self._wdt is not None and now - self._wdt[1] > self._wdt[0]:
             self.resets["watchdog"] += 1
             unwatch("out")
             self._kill()
-            self._boot()
+            self._boot("watchdog")
 
 
 def serve(args):
@@ -390,5 +427,7 @@ def serve(args):
     if board.failure:
         print(f"itbsim board: {board.failure}", file=sys.stderr)
         return 1
-    print(f"virtual board stopped (boots {board.boots}, resets {board.resets})")
+    r = board.resets
+    print(f"virtual board stopped ({board.boots} boot(s); resets: {r['watchdog']} by the"
+          f" watchdog, {r['exit']} by the board, {r['power_cut']} power cut(s))")
     return 0

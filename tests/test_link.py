@@ -291,3 +291,72 @@ def test_itbctl_end_to_end(virtual_board, tmp_path, capsys):
     lines = trace.read_text().splitlines()
     assert rn.replay(lines) == lines
     assert itbctl.main(base + ["time", "sync"]) == 0
+
+
+class ForgingPort(LossyPort):
+    """A keyless man in the middle: every hello answer from the board is replaced by
+    an untagged one claiming ``last_id`` 0 (so the host would reuse ids)."""
+
+    def read(self, n):
+        data = self.inner.read(n)
+        if b"\x00" not in data:
+            return data
+        out = []
+        for payload in pr.Deframer().feed(data):
+            if payload[0] in (pr.HELLO_REPLY, pr.HELLO_AUTH):
+                info = pr.parse_body(pr.opened(payload)[2])
+                info["last_id"] = 0
+                payload = pr.seal(pr.HELLO_REPLY, "", pr.dumps(info))
+            out.append(pr.pack(payload))
+        return b"".join(out)
+
+
+@pytest.mark.sr("SR-26")
+def test_a_host_with_keys_trusts_no_unauthenticated_hello(board):
+    """Found by the attacker: a forged hello lowered ``last_id``, the host reused an
+    id and reported the old result of another command as its emergency stop. Now
+    the host takes only a hello tagged with its key and echoing its challenge."""
+    setup_therapy(board)
+    board.ser = ForgingPort(board.ser)
+    board.timeout, board.retries = 0.3, 1
+    with pytest.raises(link.LinkError, match="hello"):
+        board.hello()
+
+
+@pytest.mark.sr("SR-26")
+def test_a_reused_id_is_never_reported_as_this_commands_result(board):
+    setup_therapy(board)
+    ack = board.call("acknowledge", {"code": "all"})
+    with pytest.raises(link.LinkError, match="already used for acknowledge"):
+        board.call("emergency_stop", cid=ack["id"])
+    assert board.status()["state"] == "RUNNING"  # not applied, and not said to be
+    assert board.call("emergency_stop")["ok"] == 1  # a new id goes through
+    assert board.status()["state"] == "EMERGENCY_STOPPED"
+
+
+def test_non_ascii_text_is_refused_and_the_ledger_still_replays(board):
+    """Found by the attacker: a non-BMP character decoded differently in MicroPython
+    and CPython, and the board's trace no longer replayed. Bodies are ASCII."""
+    setup_therapy(board)
+    with pytest.raises(link.LinkError, match="BAD_MESSAGE"):
+        board.timeout, board.retries = 1, 0
+        board.call("acknowledge", {"code": "\U0001f600"})
+    board.timeout, board.retries = 5, 3
+    board.hello()
+    records, result = board.export()
+    lines = ex.to_trace(records, result["cfg"])
+    assert rn.replay(lines) == lines
+
+
+def test_degenerate_keys_are_refused(tmp_path):
+    with VirtualBoard(tmp_path / "b", provision=True) as vb:
+        b = link.Board(vb.url, timeout=5)
+        b.hello()
+        same = os.urandom(32)
+        for keys in ({"clinician": same, "patient": same, "service": os.urandom(32)},
+                     {"clinician": bytes(32), "patient": os.urandom(32),
+                      "service": os.urandom(32)}):
+            with pytest.raises(link.Refused) as e:
+                b.provision(keys)
+            assert e.value.reason == "BAD_KEYS"
+        b.close()

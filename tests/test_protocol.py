@@ -459,6 +459,32 @@ def test_hello_starts_a_session_with_the_board_nonce_and_info():
 
 
 @pytest.mark.sr("SR-26")
+def test_a_hello_naming_a_keyed_role_is_answered_under_that_key_with_the_challenge():
+    """Issue 6 (found by the attacker): a keyless peer must not feed a host with keys
+    a false ``last_id`` (it would make the host reuse a command id and report an old
+    result as its own, SR-26). A HELLO naming a role the board has a key for and
+    carrying a challenge is answered HELLO_AUTH, tagged, echoing it; anything else
+    gets the untagged HELLO_REPLY (provisioning)."""
+    gate = pr.Gate(dict(KEYS), INFO)
+    hello = pr.seal(pr.HELLO, "patient", pr.dumps({"hn": "ab" * 16}))
+    reply = gate.hello(NONCE, NOW, {"last_id": 5}, hello)
+    kind, role, body = pr.opened(reply)
+    assert (kind, role) == (pr.HELLO_AUTH, "patient")
+    assert pr.check_tag(reply, KEYS["patient"]) and not pr.check_tag(reply, KEYS["clinician"])
+    assert pr.parse_body(body)["hn"] == "ab" * 16 and pr.parse_body(body)["last_id"] == 5
+    for request in (pr.seal(pr.HELLO, "", b"{}"),  # no role: provisioning hosts
+                    pr.seal(pr.HELLO, "patient", b"{}"),  # no challenge
+                    pr.seal(pr.HELLO, "patient", pr.dumps({"hn": "x" * 65})),  # too long
+                    pr.seal(pr.HELLO, "patient", b"not json"),
+                    bytes((pr.HELLO, 9)) + b"{}",  # no such role
+                    bytes((pr.HELLO,))):
+        kind, role, _body = pr.opened(gate.hello(NONCE, NOW, None, request))
+        assert (kind, role) == (pr.HELLO_REPLY, ""), request
+    keyless = pr.Gate({"clinician": KEYS["clinician"]}, INFO)
+    assert pr.opened(keyless.hello(NONCE, NOW, None, hello))[0] == pr.HELLO_REPLY
+
+
+@pytest.mark.sr("SR-26")
 def test_pair_accepts_increasing_counters_and_answers_under_the_role_key():
     """Issue 6: an authentic, fresh, in-session command is accepted and answered
     under its role's key; counters may skip but never repeat (SR-26)."""

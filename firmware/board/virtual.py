@@ -5,6 +5,7 @@ circuit and external watchdog:
 
     MICROPYPATH=firmware micropython -X heapsize=192K firmware/board/virtual.py \\
         --state DIR --serial PORT [--accelerate N] [--provision] [--dev] [--config JSON]
+        [--watchdog-ms MS] [--reset-cause power_on|watchdog|reset]
 
 - serial: a TCP connection to ``127.0.0.1:PORT`` (the launcher relays it to a
   pseudo-terminal or a TCP socket for pyserial);
@@ -102,13 +103,14 @@ class VirtualBoard:
     ARCHIVE_FILES = 512  # a directory has room: 16 MB of ledger for export (months)
 
     def __init__(self, state, provision=False, rtc_invalid=False, dev=True, firmware="firmware",
-                 watchdog_ms=None):
+                 watchdog_ms=None, reset_cause="power_on"):
         self.state = state.rstrip("/")
         if not _exists(self.state):
             os.mkdir(self.state)
         self.fs = DirFS(self.state + "/fs")
         self.DEV = dev
         self.firmware = firmware
+        self._reset_cause = reset_cause
         if watchdog_ms:
             self.WATCHDOG_MS = watchdog_ms
         self._provision = provision
@@ -172,6 +174,10 @@ class VirtualBoard:
     def _save_rtc(self):
         _write(self.state + "/rtc", b"%d %d\n" % (self.rtc_offset, 1 if self.rtc_valid else 0))
 
+    def reset_cause(self):
+        """Why this boot: ``power_on``, ``watchdog`` or ``reset`` (the launcher's)."""
+        return self._reset_cause
+
     def provisioning(self):
         return self._provision
 
@@ -206,7 +212,7 @@ async def _main(opts):
     from app import App
 
     board = VirtualBoard(opts["state"], opts["provision"], opts["rtc_invalid"], opts["dev"],
-                         opts["firmware"], opts["watchdog_ms"])
+                         opts["firmware"], opts["watchdog_ms"], opts["reset_cause"])
     app = App(board, opts["config"])
     if opts["accelerate"] > 1:
         app.clock.set_mode("accelerated", opts["accelerate"])
@@ -219,14 +225,14 @@ async def _main(opts):
 def main(argv):
     opts = {"state": None, "serial": None, "accelerate": 1, "provision": False,
             "rtc_invalid": False, "dev": False, "firmware": "firmware", "config": None,
-            "watchdog_ms": None}
+            "watchdog_ms": None, "reset_cause": "power_on"}
     i = 1
     while i < len(argv):
         a = argv[i]
         if a in ("--provision", "--rtc-invalid", "--dev"):
             opts[a[2:].replace("-", "_")] = True
         elif a in ("--state", "--serial", "--accelerate", "--firmware", "--config",
-                   "--watchdog-ms") and i + 1 < len(argv):
+                   "--watchdog-ms", "--reset-cause") and i + 1 < len(argv):
             v = argv[i + 1]
             if a == "--config":
                 import json

@@ -202,8 +202,10 @@ REFUSAL = 5  # board -> host (no tag): a frame that could not be authenticated
 PROVISION = 6  # host -> board (no tag): keys; accepted only while provisioning
 PROVISIONED = 7  # board -> host, tagged with the new clinician key
 DATA = 8  # board -> host, tagged: one part of a long answer (JSON header, newline, bytes)
-KINDS = (HELLO, HELLO_REPLY, COMMAND, RESPONSE, REFUSAL, PROVISION, PROVISIONED, DATA)
-TAGGED = (COMMAND, RESPONSE, PROVISIONED, DATA)
+HELLO_AUTH = 9  # board -> host, tagged: HELLO_REPLY under the key of the hello's role
+KINDS = (HELLO, HELLO_REPLY, COMMAND, RESPONSE, REFUSAL, PROVISION, PROVISIONED, DATA,
+         HELLO_AUTH)
+TAGGED = (COMMAND, RESPONSE, PROVISIONED, DATA, HELLO_AUTH)
 ROLE_CODES = ("", "clinician", "patient", "service")  # index = role byte; 0: none
 MAX_DEPTH = 6  # nesting of JSON lists/objects in a body (flex steps need 3)
 MAX_TTL_MS = 60000  # a command's expiry may lie at most this far ahead (board clock)
@@ -258,17 +260,23 @@ def check_tag(payload, key):
 
 def parse_body(body):
     """The JSON object in ``body`` (bytes); MessageError(BAD_MESSAGE) for anything
-    else: bad UTF-8 or JSON, not an object, nesting deeper than MAX_DEPTH (checked
-    before parsing: a deep body must not exhaust the board's stack or heap)."""
+    else: not JSON, not an object, nesting deeper than MAX_DEPTH (checked before
+    parsing: a deep body must not exhaust the board's stack or heap), bytes above
+    0x7F or a ``\\u`` escape (every command is ASCII; MicroPython and CPython decode
+    non-BMP escapes differently, which made a board's trace fail to replay)."""
     import json
 
     depth = 0
     quoted = False
     escaped = False
     for b in body:
+        if b >= 0x80:
+            raise MessageError("BAD_MESSAGE", "non-ASCII bytes in a body")
         if quoted:
             if escaped:
                 escaped = False
+                if b == 0x75:  # \uXXXX: MicroPython and CPython decode surrogates apart
+                    raise MessageError("BAD_MESSAGE", "\\u escapes are not accepted")
             elif b == 0x5C:  # backslash
                 escaped = True
             elif b == 0x22:
@@ -330,8 +338,13 @@ class Gate:
         self.nonce = None  # hex text of the current session's nonce
         self.counter = -1
 
-    def hello(self, nonce, now, extra=None):
-        """Start a session with ``nonce`` (bytes); the HELLO_REPLY payload."""
+    def hello(self, nonce, now, extra=None, request=b""):
+        """Start a session with ``nonce`` (bytes). ``request``: the HELLO payload.
+        Its role byte names a role whose key the host holds and its body may carry
+        the host's challenge ``{"hn": up to 64 hex digits}``: the reply is then a
+        HELLO_AUTH tagged with that role's key and echoing ``hn`` (a host with keys
+        trusts no unauthenticated or replayed hello: ``last_id`` and the nonce come
+        from the board). Otherwise an untagged HELLO_REPLY (provisioning)."""
         import binascii
 
         self.nonce = binascii.hexlify(nonce).decode()
@@ -343,6 +356,16 @@ class Gate:
         if extra:
             for k in extra:
                 reply[k] = extra[k]
+        role = ROLE_CODES[request[1]] if len(request) > 1 and request[1] < len(ROLE_CODES) else ""
+        hn = None
+        if len(request) > 2:
+            try:
+                hn = parse_body(request[2:]).get("hn")
+            except MessageError:
+                hn = None
+        if role and self.keys.get(role) and type(hn) is str and 0 < len(hn) <= 64:
+            reply["hn"] = hn
+            return seal(HELLO_AUTH, role, dumps(reply), self.keys[role])
         return seal(HELLO_REPLY, "", dumps(reply))
 
     def accept(self, payload, now):
@@ -496,4 +519,10 @@ def keys_from(body):
             raise MessageError("BAD_KEYS", "%s key is not hex" % role)
     if len(keys) != len(out):
         raise MessageError("BAD_KEYS", "unknown role in keys")
+    values = [out[r] for r in ROLE_CODES[1:]]
+    for i in range(len(values)):
+        if values[i] == bytes((values[i][0],)) * KEY_BYTES:
+            raise MessageError("BAD_KEYS", "%s key is one byte repeated" % ROLE_CODES[i + 1])
+        if values[i] in values[:i]:
+            raise MessageError("BAD_KEYS", "roles must have different keys")
     return out
