@@ -743,8 +743,10 @@ def test_provisioned_keys_are_read_strictly():
         {"keys": dict(hexed, service=hexed["service"][:-2])},
         {"keys": dict(hexed, service=hexed["service"] + "00")},
         {"keys": dict(hexed, clinician="zz" * 32)},
-        {"keys": dict(hexed, clinician="\u00e9" * 64)},
         {"keys": dict(hexed, admin=hexed["service"])},
+        {"keys": dict(hexed, patient=hexed["clinician"])},  # two roles, one key
+        {"keys": dict(hexed, service="00" * 32)},  # one byte repeated
+        {"keys": dict(hexed, service="a5" * 32)},
         {"keys": dict(hexed), "extra": 1},
         {"keys": [hexed["clinician"]]},
         {"key": hexed},
@@ -753,9 +755,10 @@ def test_provisioned_keys_are_read_strictly():
         with pytest.raises(pr.MessageError) as e:
             pr.keys_from(pr.dumps(body))
         assert e.value.reason == "BAD_KEYS", body
-    with pytest.raises(pr.MessageError) as e:
-        pr.keys_from(b"keys")
-    assert e.value.reason == "BAD_MESSAGE"
+    for body in (b"keys", pr.dumps({"keys": dict(hexed, clinician="\u00e9" * 64)})):
+        with pytest.raises(pr.MessageError) as e:
+            pr.keys_from(body)
+        assert e.value.reason == "BAD_MESSAGE"
 
 
 def test_seal_opened_and_check_tag():
@@ -835,7 +838,11 @@ def test_body_depth_check_counts_exactly_the_nesting(value, wrap, ascii_only):
         value = [value]
     obj = {"v": value}
     body = json.dumps(obj, ensure_ascii=ascii_only, separators=(",", ":")).encode()
-    if _depth(obj) <= pr.MAX_DEPTH:
+    if max(body) >= 0x80 or b"\\u" in body:  # text beyond ASCII is refused as such
+        with pytest.raises(pr.MessageError) as e:
+            pr.parse_body(body)
+        assert e.value.reason == "BAD_MESSAGE"
+    elif _depth(obj) <= pr.MAX_DEPTH:
         assert pr.parse_body(body) == obj
     else:
         with pytest.raises(pr.MessageError) as e:
@@ -1058,7 +1065,8 @@ def _gate_ops():
     cmd(p.command()[0])  # before any hello: WRONG_SESSION
     ops.append(("hello", NONCE, p.now))
     p.counter = 0
-    first, _ = p.command("status", {"a": [1, {"b": "\u00e9\u20ac"}]})
+    cmd(p.command("status", {"a": [1, {"b": "\u00e9\u20ac"}]})[0])  # not ASCII: BAD_MESSAGE
+    first, _ = p.command("status", {"a": [1, {"b": "e"}]})
     cmd(first)
     cmd(first)  # REPLAYED
     cmd(p.command(counter=0)[0])  # REORDERED
