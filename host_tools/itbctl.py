@@ -77,22 +77,39 @@ def _amount(command, spec, text):
         raise UsageError(f"{_option(spec)} must be an integer, got {text!r}") from None
 
 
+def _help(text):
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
+def _is_flag(spec):
+    return spec["kind"] == cmds.INT and not spec["units"] and spec["lo"] == 0 and spec["hi"] == 1
+
+
 def _add_params(p, name):
     for spec in cmds.params(name):
         if spec["kind"] == cmds.STEPS:
-            p.add_argument("--steps", required=True, help="flex steps as JSON: "
-                           "[[start_min_local, daily_dose_ng], ...] (up to 13)")
+            p.add_argument("--steps", required=True, metavar="JSON", help="flex steps as JSON:"
+                           " [[start_min_local, daily_dose_ng], ...] (up to 13; doses in ng/day)")
             continue
         if spec["kind"] == cmds.MAP:
             continue
+        if _is_flag(spec):
+            p.add_argument(_option(spec), dest=spec["name"], action="store_const", const="1",
+                           help=_help(spec["doc"].split(": ", 1)[-1]))
+            continue
         units = ", ".join(u for u, _ in spec["units"])
-        extra = f" [units: {units}]" if units else ""
-        if spec["choices"]:
-            extra = f" [{', '.join(spec['choices'])}]"
+        if spec["units"] is cmds.TIME_UNITS:
+            metavar, extra = "DURATION", " (e.g. 30min, 6h, 2d)"
+        elif spec["units"]:
+            metavar, extra = "AMOUNT", f" (with a unit: {units}; e.g. 50{spec['units'][1][0]})"
+        elif spec["choices"]:
+            metavar, extra = "{" + ",".join(spec["choices"]) + "}", ""
+        else:
+            metavar, extra = "N", ""
         default = spec["default"]
+        shown = "" if default is None else f" (default {default})"
         p.add_argument(_option(spec), dest=spec["name"], required=default is None,
-                       help=f"{spec['doc']}{extra}" + ("" if default is None
-                                                       else f" (default {default})"))
+                       metavar=metavar, help=_help(f"{spec['doc']}{extra}{shown}"))
 
 
 def _args_of(name, ns):
@@ -123,12 +140,20 @@ def program_file(path):
     if "program" in data and isinstance(data["program"], dict):
         data = data["program"]
     out = {}
+    errors = []
     for key, value in data.items():
         try:
             name, v = un.canonical("program", key, value)
         except un.UnitError as e:
-            raise UsageError(f"{path}: {e}") from None
+            errors.append(str(e))
+            continue
         out[name] = v
+    try:
+        cmds.validate("program", out)
+    except cmds.CommandError as e:
+        errors.append(e.message)
+    if errors:
+        raise UsageError(f"{path}:\n  " + "\n  ".join(errors))
     return out
 
 
@@ -143,11 +168,37 @@ def _when(ms, rtc_ms):
     return f"in {days:.1f} days ({date})"
 
 
-def effect_text(effect, rtc_ms=None):
-    """The ``prepare`` effect for people (SR-15)."""
+# effect fields shown in words; the rest are listed as they come
+_EFFECT_WORDS = {
+    "reservoir_nl": lambda v: f"reservoir after it: {v / 1e6:.3f} mL",
+    "discrepancy_nl": lambda v: f"refill discrepancy: {v / 1e6:+.3f} mL",
+    "discrepancy_flagged": lambda v: "REFILL DISCREPANCY flagged (SR-20)" if v else None,
+    "plan_cancelled": lambda v: "cancels the running plan" if v else None,
+    "restart_pct": lambda v: f"restart at {v} % of the last settled dose (SR-11)"
+    if v != 100 else None,
+    "dead_volume_nl": lambda v: f"dead volume {v / 1e6:.3f} mL",
+    "prime_nl": lambda v: f"priming pushes {v / 1e6:.3f} mL" if v else None,
+    "prime_mass_ng": lambda v: f"drug mass of the priming: {v / 1000:.1f} ug" if v else None,
+    "state": lambda v: f"state after it: {v}",
+}
+_EFFECT_DONE = ("daily_dose_ng", "volume_nl_per_day", "concentration_ug_per_ml", "mass_24h_ng",
+                "strokes_24h", "cap_24h_ng", "cap_1h_ng", "stroke_ng", "low_reservoir_in_ms",
+                "empty_in_ms", "strokes_per_day", "bolus_ng", "bolus_strokes", "prime_strokes")
+
+
+def effect_text(effect, rtc_ms=None, request=None):
+    """The ``prepare`` effect for people (SR-15); ``request``: the arguments sent
+    (a bolus is given in whole strokes: the mass that will be given is said)."""
     if not effect:
         return "  (no change to delivery)"
     lines = []
+    if "bolus_ng" in effect:
+        line = f"  bolus: {effect['bolus_ng'] / 1000:.1f} ug in {effect.get('bolus_strokes')}" \
+               " whole strokes"
+        asked = (request or {}).get("dose_ng")
+        if asked is not None and asked != effect["bolus_ng"]:
+            line += f" (you asked for {asked / 1000:.1f} ug: the nearest whole strokes)"
+        lines.append(line)
     if "daily_dose_ng" in effect:
         d = effect["daily_dose_ng"]
         line = f"  basal {d / 1000:.1f} ug/day"
@@ -167,25 +218,40 @@ def effect_text(effect, rtc_ms=None):
         lines.append(f"  low reservoir {_when(effect['low_reservoir_in_ms'], rtc_ms)};"
                      f" empty {_when(effect.get('empty_in_ms'), rtc_ms)}")
     for k in sorted(effect):
-        if k not in ("daily_dose_ng", "volume_nl_per_day", "concentration_ug_per_ml",
-                     "mass_24h_ng", "strokes_24h", "cap_24h_ng", "cap_1h_ng", "stroke_ng",
-                     "low_reservoir_in_ms", "empty_in_ms", "strokes_per_day"):
-            lines.append(f"  {k}: {effect[k]}")
+        if k in _EFFECT_DONE:
+            continue
+        text = _EFFECT_WORDS[k](effect[k]) if k in _EFFECT_WORDS else f"{k}: {effect[k]}"
+        if text:
+            lines.append("  " + text)
     return "\n".join(lines)
 
 
+def cli_text(text):
+    """A board message with schema names as the command line spells them."""
+    for name in cmds.NAMES:
+        if "_" in name:
+            text = text.replace(name, _cli_name(name))
+    return text
+
+
 def refusal_text(res):
-    text = f"refused: {res.get('reason')}: {res.get('message', '')}"
+    text = f"refused: {res.get('reason')}: {cli_text(res.get('message', ''))}"
     if "allowed" in res:
-        text += f" (allowed: {un.human(res['allowed'], res.get('allowed_unit'))})"
+        what = "next allowed in" if res.get("allowed_unit") == "ms" else "allowed:"
+        text += f" ({what} {un.human(res['allowed'], res.get('allowed_unit'))})"
     if res.get("offer"):
         text += f" (offered: {un.describe_offer(res['offer'])})"
     return text
 
 
 def status_text(st):
-    lines = [f"state {st['state']}, basal {st['daily_dose_ng'] / 1000:.1f} ug/day"
-             f" at {st['concentration_ug_per_ml']} ug/mL",
+    basal = (f"basal {st['daily_dose_ng'] / 1000:.1f} ug/day at"
+             f" {st['concentration_ug_per_ml']} ug/mL")
+    if st["state"] == "MIN_RATE":
+        basal = f"minimum rate {st['min_rate_nl_per_day'] / 1000:.1f} uL/day (programmed {basal})"
+    elif st["state"] != "RUNNING":
+        basal = f"not delivering (programmed {basal})"
+    lines = [f"state {st['state']}, {basal}",
              f"reservoir {st['reservoir_nl'] / 1e6:.3f} mL (between"
              f" {st['reservoir_pess_nl'] / 1e6:.3f} and {st['reservoir_opt_nl'] / 1e6:.3f})",
              f"last 24 h {st['window_ng'][0] / 1000:.1f} ug of {st['caps_ng'][0] / 1000:.1f};"
@@ -210,6 +276,7 @@ class Session:
     def __init__(self, ns):
         self.ns = ns
         self.board = None
+        self.request = {}  # the arguments sent (for the prepare summary)
 
     def say(self, text):
         if not self.ns.json:
@@ -228,11 +295,17 @@ class Session:
         info = b.hello()
         if need_keys:
             path = self.key_path(info.get("dev"))
-            device, keys = link.load_keys(path)
+            if self.ns.keys and not path.exists():
+                raise UsageError(f"no key file {path}")
+            try:
+                device, keys = link.load_keys(path)
+            except link.LinkError as e:
+                raise UsageError(str(e)) from None
             if device and device != info.get("dev"):
-                raise link.LinkError(f"key file {path} is for board {device}, this is"
-                                     f" {info.get('dev')}")
+                raise UsageError(f"key file {path} is for board {device}, this is"
+                                 f" {info.get('dev')}")
             b.keys = keys
+            b.hello()  # now authenticated under these keys
         return b
 
     def key_path(self, device):
@@ -245,8 +318,9 @@ class Session:
             self.board.close()
 
     def confirm(self, prepared, rtc_ms):
-        self.say(f"{prepared.get('command')}: {prepared.get('message', '')}")
-        self.say(effect_text(prepared.get("effect"), rtc_ms))
+        self.say(f"{_cli_name(prepared.get('command', ''))}: "
+                 f"{cli_text(prepared.get('message', ''))}")
+        self.say(effect_text(prepared.get("effect"), rtc_ms, self.request))
         if self.ns.yes:
             return True
         if not sys.stdin.isatty():
@@ -257,15 +331,19 @@ class Session:
 
 # ---------------------------------------------------------------------- commands
 def run_command(s, name, args):
+    if cmds.is_two_phase(name) and not s.ns.yes and not sys.stdin.isatty():
+        raise UsageError(f"{_cli_name(name)} is a therapy change and stdin is not a terminal:"
+                         " nothing was sent (add --yes in scripts)")
     b = s.connect()
     role = s.ns.role
+    s.request = args
     if cmds.is_two_phase(name):
         rtc = b.status(role=None).get("board", {}).get("rtc_ms")
         res = b.change(name, args, confirm=lambda p: s.confirm(p, rtc), role=role)
     else:
         res = b.call(name, args, role=role)
     s.emit(res)
-    s.say(f"{name}: {res.get('message', 'accepted')}")
+    s.say(f"{_cli_name(name)}: {cli_text(res.get('message', 'accepted'))}")
     if res.get("effect") and not cmds.is_two_phase(name):
         s.say(effect_text(res["effect"]))
     return 0
@@ -292,7 +370,8 @@ def cmd_status(s):
 def cmd_alarms(s):
     b = s.connect()
     st = b.status(role=s.ns.role)
-    s.emit(st["alarms"])
+    s.emit([{"code": c, "priority": p, "active": a, "acknowledged": k, "raised_ms": r}
+            for c, p, a, k, r in st["alarms"]])
     s.say("\n".join(alarm_lines(st["alarms"])))
     return 0
 
@@ -314,9 +393,9 @@ def cmd_log_export(s):
         text = ex.to_csv(records)
     if s.ns.out and s.ns.out != "-":
         Path(s.ns.out).write_text(text)
-        s.say(f"{len(records)} records ({res['bytes']} bytes) in"
+        s.say(f"{len(records)} records ({len(text.encode())} bytes) in"
               f" {time.perf_counter() - t0:.2f} s -> {s.ns.out} ({fmt})")
-        s.emit({"records": len(records), "bytes": res["bytes"], "out": s.ns.out,
+        s.emit({"records": len(records), "bytes": len(text.encode()), "out": s.ns.out,
                 "format": fmt})
     else:
         sys.stdout.write(text)
@@ -377,15 +456,34 @@ def cmd_monitor(s):
 def cmd_hil(s):
     from host_tools.testkit import hil
 
+    if not s.ns.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("hil reprograms the board and moves its therapy clock ahead:"
+                             " confirm with --yes (use a board you can wipe)")
+        if input("hil reprograms this board and moves its therapy clock ahead (use a fresh"
+                 " virtual board). Go on? [y/N] ").strip().lower() not in ("y", "yes"):
+            raise link.Declined({})
     b = s.connect()
-    report = hil.run(b, examples=s.ns.examples, steps=s.ns.steps, say=s.say)
+    try:
+        report = hil.run(b, examples=s.ns.examples, steps=s.ns.steps, say=s.say)
+    finally:
+        b.call("test_clock", {"mode": "real"}, role="service", check=False)
+    s.say("the board's test clock is back to real time (it stays ahead by the time stepped)")
     s.emit(report)
     return 0 if report["passed"] else 1
 
 
 # ---------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # a usage error: 64, as the epilog says (not argparse's 2)
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def parser():
-    p = argparse.ArgumentParser(prog="itbctl", description=__doc__.split("\n\n")[0],
+    p = _Parser(prog="itbctl", description="Talk to a board (a Pico, or the virtual board"
+                " of itbsim board) over the authenticated serial protocol. Therapy changes"
+                " show the board's prepare summary and ask before they are applied.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Exit status: 0 done, 1 failed check, 2 link error,"
                                        " 3 refused by the board, 64 usage error.")
@@ -399,37 +497,51 @@ def parser():
     p.add_argument("--yes", action="store_true", help="apply therapy changes without asking")
     p.add_argument("--timeout", type=float, default=link.DEFAULT_TIMEOUT,
                    help="seconds to wait for each answer (default %(default)s)")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    sub.add_parser("ports", help="list serial ports (Raspberry Pi Pico marked)")
-    sub.add_parser("status", help="state, doses, caps, reservoir and alarms")
-    sub.add_parser("alarms", help="latched alarms")
-    pp = sub.add_parser("program", help="first program from a TOML file (two-phase)")
-    pp.add_argument("file", help="TOML: daily_dose_ug = 120, origin = \"spinal\", ...")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                           parser_class=_Parser)
+
+    def command(name, text, **kw):
+        return sub.add_parser(name, help=_help(text), description=_help(text), **kw)
+
+    command("ports", "list serial ports (Raspberry Pi Pico USB ids marked)")
+    command("status", "state, doses, caps, windows, reservoir and alarms")
+    command("alarms", "latched alarms (IEC 60601-1-8 priorities)")
+    pp = command("program", "first program from a TOML file (two-phase)")
+    pp.add_argument("file", help="TOML with the program's parameters and units: daily_dose_ug"
+                    " = 120, origin = \"spinal\", cap_24h_ug, patient_bolus_ug, patient_lockout"
+                    " = \"3h\", patient_max_per_24h, screening_dose_ug, screening_effect ="
+                    " \"6h\", start_rule (see examples/board/program.toml)")
     for name in cmds.NAMES:
         if name in HIDDEN or name == "program":
             continue
         roles, two, _params, doc = cmds.COMMANDS[name]
-        sp = sub.add_parser(_cli_name(name), help=doc + (" (two-phase)" if two else ""))
+        sp = command(_cli_name(name), doc + (" (two-phase: shows the effect, asks to confirm)"
+                                            if two else "") + f"; role: {', '.join(roles)}")
         sp.set_defaults(schema=name)
         _add_params(sp, name)
-    lp = sub.add_parser("log", help="the board's ledger")
+    lp = command("log", "the board's ledger")
     lsub = lp.add_subparsers(dest="log_command", required=True)
     le = lsub.add_parser("export", help="write the ledger as csv, json or a runner trace"
                          " (itbsim replay reads the trace)")
-    le.add_argument("--format", choices=("csv", "json", "trace"), default="csv")
+    le.add_argument("--format", choices=("csv", "json", "trace"), default="csv",
+                    help="csv (default), json (one object per line) or trace (for itbsim"
+                    " replay; needs the whole history)")
     le.add_argument("--out", default="-", help="file (default: stdout)")
-    tp = sub.add_parser("time", help="the board's RTC")
+    tp = command("time", "the board's RTC")
     tsub = tp.add_subparsers(dest="time_command", required=True)
     tsub.add_parser("sync", help="set the board's RTC to this host's UTC time (logged)")
-    kp = sub.add_parser("keys", help="role keys")
+    kp = command("keys", "role keys")
     ksub = kp.add_subparsers(dest="keys_command", required=True)
     ksub.add_parser("provision", help="new keys for every role, while the board's"
                     " provisioning button is held; saved with mode 0600")
-    mp = sub.add_parser("monitor", help="live status and alarms (Ctrl-C stops)")
-    mp.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
+    mp = command("monitor", "live status and alarms: a block whenever state, dose or alarms"
+                 " change (--json: every poll); Ctrl-C stops")
+    mp.add_argument("--interval", type=float, default=2.0,
+                    help="seconds between polls (default %(default)s)")
     mp.add_argument("--count", type=int, default=0, help="stop after N polls (0: never)")
-    hp = sub.add_parser("hil", help="run the property machine against the board (dev build,"
-                        " service key; uses the test clock)")
+    hp = command("hil", "run the property machine against the board through the protocol"
+                 " (dev build, every role key, the board's whole ledger; it reprograms the"
+                 " board and steps its clock: use a fresh virtual board)")
     hp.add_argument("--examples", type=int, default=10, help="random runs (default 10)")
     hp.add_argument("--steps", type=int, default=30, help="rule steps per run (default 30)")
     return p

@@ -75,7 +75,10 @@ def replay(lines, params, source="trace"):
         try:
             rec = decode(line)
         except ValueError as e:
-            raise ValueError(f"line {i + 1}: not a trace record: {e}") from None
+            hint = ""
+            if '"record"' in line or line.startswith("seq,"):
+                hint = " (a ledger export? export it with: itbctl log export --format trace)"
+            raise ValueError(f"line {i + 1}: {e}{hint}") from None
         k, t = rec["k"], rec["t"]
         if k == "config":
             if runner is not None:
