@@ -19,7 +19,7 @@ def test_itbctl_hil_passes_on_the_virtual_board(tmp_path, capsys):
     with VirtualBoard(tmp_path / "b", provision=True, config=CONFIG) as vb:
         base = ["--port", vb.url, "--keys", str(keys)]
         assert itbctl.main(base + ["keys", "provision"]) == 0
-        code = itbctl.main(base + ["hil", "--examples", "4", "--steps", "25"])
+        code = itbctl.main(base + ["--yes", "hil", "--examples", "4", "--steps", "25"])
         out = capsys.readouterr().out
         assert code == 0, out
         for name in hil.INVARIANTS:
