@@ -3,10 +3,12 @@
 The ledger holds every runner record except ``power_cut`` (a real power cut
 writes nothing, ``itb.store``), each stamped with a sequence number and the wall
 clock. The **trace** form is what ``itbsim replay`` reads: the ``config`` record
-(the board's device configuration) first, then the records in order, with a
-``power_cut`` put back before each ``power_on`` at the time of the record before
-it. It needs the whole history (sequence numbers from 1 without a gap); a board
-that has dropped its oldest archived records can still export CSV and JSON.
+(the board's device configuration) first, then the records in order. A power cut
+writes nothing: the replay (``itb.runner.JournalReplayer``) takes a ``power_on``
+while powered as the cut boot recovery found, and a stroke that was under way
+gets back the ``power_cut`` outcome recovery gave it. It needs the whole history
+(sequence numbers from 1 without a gap); a board that has dropped its oldest
+archived records can still export CSV and JSON.
 """
 
 import csv
@@ -40,14 +42,18 @@ def to_trace(records, cfg):
     if holes:
         raise ExportError(f"the ledger has gaps (after seq {holes[0][0]}): export csv or json")
     lines = [encode({"k": "config", "t": 0, "cfg": cfg})]
-    last_t = 0
-    last_kind = "config"
+    open_stroke = None  # a stroke intent whose outcome is not (yet) in the ledger
     for _seq, _rtc, rec in records:
-        if rec["k"] == "power_on" and last_kind != "power_cut":
-            lines.append(encode({"k": "power_cut", "t": last_t}))
+        if rec["k"] == "power_on" and open_stroke is not None:
+            # the power failed during that stroke: its outcome, as boot recovery
+            # recorded it (outcomes of a cut are never written to the ledger)
+            lines.insert(open_stroke[0], encode({"k": "outcome", "t": open_stroke[1],
+                                                 "n": open_stroke[2], "res": "power_cut"}))
+        if rec["k"] == "stroke":
+            open_stroke = (len(lines) + 1, rec["t"], rec["n"])
+        elif rec["k"] in ("outcome", "power_on"):
+            open_stroke = None
         lines.append(encode(rec))
-        last_t = rec["t"]
-        last_kind = rec["k"]
     return lines
 
 

@@ -181,7 +181,7 @@ def test_a_bolus_retried_across_a_power_cut_is_delivered_once(board, virtual_boa
     assert strokes_by_source(board).get("bolus", 0) <= prep["effect"]["bolus_strokes"]
     records, result = board.export()
     lines = ex.to_trace(records, result["cfg"])
-    assert any(json.loads(x)["k"] == "power_cut" for x in lines)
+    assert any(json.loads(x)["k"] == "power_on" for x in lines)
     assert rn.replay(lines) == lines
 
 

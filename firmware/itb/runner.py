@@ -255,7 +255,7 @@ class JournalReplayer:
             return
         if runner is None:
             raise ValueError("trace must start with a config record")
-        self.tail_t = -1
+        tail_t, self.tail_t = self.tail_t, -1
         if k == "cmd":
             try:
                 runner.command(rec["cmd"], t)
@@ -272,19 +272,28 @@ class JournalReplayer:
         elif k == "power_cut":
             runner.power_cut(t)
         elif k == "power_on":  # pragma: no branch - decode() admits only the kinds above
+            if runner.powered:
+                # a durable ledger (no power_cut record: a real cut writes nothing):
+                # the power failed after the last record, as boot recovery found then
+                self._cut(tail_t)
             runner.power_on(t, rec["upper_ms"], rec.get("boot_loop", 0), rec.get("storage"))
 
-    def finish(self):
-        """End of a durable ledger: strokes whose causing input was lost with the
-        power still ran (their intents were durable): run the wake-ups up to the
-        last one; a stroke without a recorded outcome met the power cut (SR-26).
-        Gives the runner its board back, powered off."""
+    def _cut(self, tail_t):
+        # strokes whose causing input was lost with the power still ran (their
+        # intents were durable): run the wake-ups up to the last one; a stroke
+        # without a recorded outcome met the power cut (SR-26); then power off
         runner = self.runner
         self.board.cut = 1
-        if self.tail_t >= 0 and runner.powered:
-            runner._advance(self.tail_t)
+        if tail_t >= 0 and runner.powered:
+            runner._advance(tail_t)
         runner.powered = False
-        runner.board = self.saved_board
+        self.board.cut = 0
+
+    def finish(self):
+        """End of a durable ledger: the power failed after its last record (see
+        ``_cut``). Gives the runner its board back, powered off."""
+        self._cut(self.tail_t)
+        self.runner.board = self.saved_board
 
 
 def replay(lines, sink=None, audit=None):
