@@ -301,6 +301,18 @@ def test_sr6_basal_change_checked_against_future_windows():
     assert b.prepare("set_daily_dose", {"daily_dose_ng": a + 100})["reason"] == "CAP_EXCEEDED"
 
 
+@pytest.mark.sr("SR-6", "SR-14")
+def test_sr6_a_flex_program_over_the_cap_is_refused_without_an_allowed_value():
+    """A flex program (several steps) that would exceed the 24 h cap is refused
+    whole: there is no single largest value to offer for a schedule."""
+    b = setup(D100, cap_24h_ng=120_000)
+    b.advance(2 * DAY)
+    res = b.assert_refused("CAP_EXCEEDED", lambda: b.prepare("flex", {"steps": [
+        [0, 100_000], [480, 150_000], [1200, 100_000]]}))
+    assert "allowed" not in res
+    assert b.prepare("flex", {"steps": [[0, 100_000], [480, 110_000], [1200, 100_000]]})["ok"]
+
+
 # ====================================================================== SR-7 / SR-30
 
 

@@ -339,6 +339,20 @@ def test_hour_totals_fold_dropped_segments():
     assert sum(x[1] for x in totals) <= len(h.board.calls)
 
 
+def test_hour_totals_rotate_and_read_across_both_files(monkeypatch):
+    """The hour totals rotate at HOURS_BYTES into ``hours.1`` (one older file kept)
+    and are read from both, oldest first."""
+    monkeypatch.setattr(st, "HOURS_BYTES", 300)
+    fs = MemoryFS()
+    h = wl.Harness(fs)
+    h.run(wl.WEEK, 5 * wl.DAY)
+    assert st.HOURS + ".1" in fs.listdir("")
+    totals = h.runner.journal.hour_totals()
+    hours = [x[0] for x in totals]
+    assert totals and hours == sorted(hours)
+    assert sum(x[1] for x in totals) <= len(h.board.calls)
+
+
 def test_boot_creates_once_then_recovers():
     fs = MemoryFS()
     lines = []

@@ -375,7 +375,7 @@ class Store:
                 self.fs.remove(path)
 
     def _archive(self, paths):
-        # append the segments' bytes to the newest archive file, starting a new one
+        # append each segment's bytes to the newest archive file, starting a new one
         # whenever it holds ARCHIVE_FILE_BYTES, then keep the newest ``archive`` files
         if ARCHIVE not in self.fs.listdir(""):
             self.fs.mkdir(ARCHIVE)
@@ -385,29 +385,21 @@ class Store:
             size = 0
             for raw in _lines(self.fs, ARCHIVE + "/" + files[-1]):
                 size += len(raw) + 1
-        f = None
-        try:
-            for path in paths:
-                if size >= ARCHIVE_FILE_BYTES:
-                    if f is not None:
-                        f.close()
-                    files.append("%010d" % (int(files[-1]) + 1 if files else 1))
-                    f = None
-                    size = 0
-                if f is None:
-                    f = self.fs.open(ARCHIVE + "/" + files[-1], "ab")
-                src = self.fs.open(path, "rb")
-                try:
-                    while True:
-                        data = src.read(512)
-                        if not data:
-                            break
-                        f.write(data)
-                        size += len(data)
-                finally:
-                    src.close()
-        finally:
-            if f is not None:
+        for path in paths:
+            if size >= ARCHIVE_FILE_BYTES:
+                files.append("%010d" % (int(files[-1]) + 1 if files else 1))
+                size = 0
+            f = self.fs.open(ARCHIVE + "/" + files[-1], "ab")
+            src = self.fs.open(path, "rb")
+            try:
+                while True:
+                    data = src.read(512)
+                    if not data:
+                        break
+                    f.write(data)
+                    size += len(data)
+            finally:
+                src.close()
                 f.close()
         for name in files[:max(0, len(files) - self.archive)]:
             self.fs.remove(ARCHIVE + "/" + name)
