@@ -52,14 +52,7 @@ def test_a_ledger_with_power_cuts_exports_a_trace_that_replays(cuts):
     for hours, mid_stroke, off_ms in cuts:
         if mid_stroke:
             motor.cut_at = len(motor.calls) + 1
-        end = h.now + hours * wl.HOUR
-        while h.runner.powered:  # as the app wakes the runner, until the power fails
-            w = h.runner.next_wake()
-            if w < 0 or w > end:
-                break
-            h.now = max(h.now, w)
-            h.runner.advance(h.now)
-        h.now = max(h.now, end)
+        h.run_to(h.now + hours * wl.HOUR)
         if mid_stroke and h.runner.powered:
             motor.cut_at = None
             continue  # no stroke came

@@ -73,8 +73,9 @@ class Harness:
         return self.command("confirm", {"hash": p["hash"]}, role)
 
     def run_to(self, t):
-        """Wake the runner at every wake-up due up to ``t``, as the app does."""
-        while True:
+        """Wake the runner at every wake-up due up to ``t``, as the app does (until
+        the power fails during a stroke, if it does)."""
+        while self.runner.powered:
             w = self.runner.next_wake()
             if w < 0 or w > t:
                 break
