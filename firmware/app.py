@@ -65,7 +65,7 @@ import sys
 from itb import commands as cmds
 from itb import protocol as pr
 from itb import store as durable
-from itb.controller import MAINTENANCE
+from itb.controller import MAINTENANCE, command_crc
 
 from board.ticks import TherapyClock
 
@@ -77,6 +77,7 @@ WATCHDOG_MS = 8000  # below the RP2040's 8388 ms maximum
 HEALTHY_MS = 4000  # a task silent for longer stops the watchdog feed
 MAX_SLEEP_MS = 1000  # the runner re-checks the clock at least this often
 WRITE_TIMEOUT_MS = 1000  # an answer the host does not take within this is dropped
+STALLED_WRITE_MS = 10  # ... and after that, until one goes through
 STEP_CHUNK_MS = 3600000  # a test-clock step runs (and checkpoints) an hour at a time
 BOARD_IDS = 16  # board-command results remembered by id (a retry is not re-applied)
 SWITCH_POLL_MS = 200
@@ -215,9 +216,13 @@ class App:
         # SR-27, read for withdrawal safety: a boot loop is resets the firmware or the
         # watchdog caused; a power-on (a power cycle) starts the count afresh, so
         # unplugging a board three times never stops its dosing
-        entries = [] if board.reset_cause() == "power_on" else _boots(fs)
-        looping = boot_loop(entries, rtc)
-        _write_boots(fs, (entries + [-1 if rtc is None else rtc])[-3:])
+        if board.reset_cause() == "power_on":
+            looping = False
+            _write_boots(fs, [])
+        else:
+            entries = _boots(fs)
+            looping = boot_loop(entries, rtc)
+            _write_boots(fs, (entries + [-1 if rtc is None else rtc])[-3:])
         self.runner, self.recovery = durable.boot(fs, board, config, None, rtc, 1 if looping else 0,
                                                   getattr(board, "ARCHIVE_FILES", ARCHIVE_FILES))
         self.clock = TestClock(TherapyClock(board.ticks_ms, board.ticks_diff, self.runner.now))
@@ -228,6 +233,7 @@ class App:
         self.deframer = pr.Deframer()
         self.refused = {}  # message-layer refusals by reason (never reach the controller)
         self.stepping = False  # a test-clock step is running the runner
+        self.stalled = False  # the last answer timed out: the host is not reading
         self.board_seen = {}  # board-command id -> result (the last BOARD_IDS)
         self.board_order = []
         self.beat = {"runner": 0, "server": 0}
@@ -306,11 +312,15 @@ class App:
                             await asyncio.sleep(0)
                             continue
                         try:
-                            await asyncio.wait_for(serial.write(pr.pack(out)),
-                                                   WRITE_TIMEOUT_MS / 1000)
+                            # a host that stopped reading gets a short wait only, so a
+                            # backlog of its requests is worked off at once
+                            limit = STALLED_WRITE_MS if self.stalled else WRITE_TIMEOUT_MS
+                            await asyncio.wait_for(serial.write(pr.pack(out)), limit / 1000)
+                            self.stalled = False
                         except asyncio.TimeoutError:
                             # the host stopped reading: drop the answer (a blocked
                             # write must not stall the server or starve the watchdog)
+                            self.stalled = True
                             self.refused["WRITE_TIMEOUT"] = self.refused.get(
                                 "WRITE_TIMEOUT", 0) + 1
                             break
@@ -412,6 +422,7 @@ class App:
                 res["t"] = self.now()
             if name != "status":
                 res["id"] = msg["id"]
+                res["command_crc"] = command_crc({"name": name, "role": role, "args": args})
                 self.board_seen[msg["id"]] = res
                 self.board_order.append(msg["id"])
                 if len(self.board_order) > BOARD_IDS:
@@ -435,7 +446,7 @@ class App:
     def _hello(self):
         ctrl = self.runner.ctrl
         last = ctrl.id_floor
-        for cid in ctrl.seen:
+        for cid in list(ctrl.seen) + self.board_order:  # every id this boot remembers
             if cid > last:
                 last = cid
         return {"last_id": last, "clock": self.clock.mode, "factor": self.clock.factor,

@@ -404,8 +404,16 @@ def cmd_log_export(s):
 
 def cmd_time_sync(s):
     b = s.connect()
-    utc_ms = int(time.time() * 1000)
-    res = b.call("time_sync", {"utc_ms": utc_ms}, role=s.ns.role)
+    # not retried under one id: a retry after a delay would set a stale time; each
+    # attempt reads this host's clock again and is a new command
+    for attempt in range(b.retries + 1):
+        utc_ms = int(time.time() * 1000)
+        try:
+            res = b.call("time_sync", {"utc_ms": utc_ms}, role=s.ns.role, retries=0)
+            break
+        except link.LinkError:
+            if attempt == b.retries:
+                raise
     s.emit(res)
     s.say(f"board RTC set to {datetime.fromtimestamp(utc_ms / 1000, UTC).isoformat()}")
     return 0

@@ -10,8 +10,11 @@ Retries (SR-26): a command that gets no authentic answer within ``timeout`` is
 sent again, up to ``retries`` times with a growing delay, under the **same
 command id** in a new frame (a new counter; after a reset, a new session). The
 board answers an id it has seen with the recorded result, so a retried bolus is
-delivered once. Errors: ``LinkError`` (no answer, a forged or foreign answer, a
-port that cannot be opened), ``Refused`` (the board refused: reason, message).
+delivered once. A recorded result carries the CRC of the command it answers
+(``itb.controller.command_crc``): one for another command that used the same id
+(another host) is never taken as ours, and ours is sent again under a new id.
+Errors: ``LinkError`` (no answer, a forged or foreign answer, a port that cannot
+be opened), ``Refused`` (the board refused: reason, message).
 """
 
 import os
@@ -23,6 +26,7 @@ import serial.tools.list_ports
 from itb import commands as cmds
 from itb import protocol as pr
 from itb import store as durable
+from itb.controller import command_crc
 
 PICO_USB_IDS = {(0x2E8A, 0x0005): "Raspberry Pi Pico (MicroPython)",
                 (0x2E8A, 0x000A): "Raspberry Pi Pico (C SDK)",
@@ -233,14 +237,15 @@ class Board:
 
     # ------------------------------------------------------------------ commands
     def call(self, name, args=None, role=None, cid=None, check=True, on_part=None,
-             any_name=False):
+             any_name=False, retries=None):
         """Send command ``name`` with ``args`` as ``role`` (default: the first
         role of the schema's list that has a key) and return the board's result
         (a dict). ``cid``: the command id (a retry of a request reuses it; default
         a new one). Raises Refused when ``check`` and the result is a refusal;
         LinkError when no authentic answer comes after every retry.
         ``on_part(bytes)`` receives the DATA parts of a long answer (``log``).
-        ``any_name``: send a name the schema does not know (tests of the board)."""
+        ``any_name``: send a name the schema does not know (tests of the board);
+        ``retries``: this call's resends (default: the board's)."""
         if not any_name and name not in cmds.COMMANDS and name not in cmds.board_table():
             raise ValueError(f"unknown command {name!r}; known: {', '.join(_all_names())}")
         role = role or self.default_role(name)
@@ -253,7 +258,8 @@ class Board:
         cid = cid if cid is not None else self.new_id()
         delay = 0.05
         last_error = None
-        for attempt in range(self.retries + 1):
+        tries = self.retries if retries is None else retries
+        for attempt in range(tries + 1):
             if attempt:
                 time.sleep(delay)
                 delay *= 2
@@ -278,13 +284,16 @@ class Board:
                                      "BAD_EXPIRY") and res.get("id", 0) == 0:
                 last_error = f"{res['reason']}: {res.get('message')}"
                 self.hello()
-                continue
-            if res.get("replayed") and res.get("name") != name:
-                # the id was used before for another command (a host that reused
-                # ids): the board did not apply this one; never report its result
+                continue  # not applied (refused before the controller): same id is safe
+            if res.get("replayed") and res.get("command_crc") != command_crc(
+                    {"name": name, "role": role, "args": args or {}}):
+                # the id was used before for another command (another host, or ids
+                # lost): this one was not applied; never report that result as ours,
+                # send it again under a new id (safe: the board has not seen it)
                 self.next_id = max(self.next_id, cid + 1)
-                raise LinkError(f"command id {cid} was already used for {res.get('name')}:"
-                                f" {name} was not applied; send it again with a new id")
+                cid = self.new_id()
+                last_error = f"command id collision with an earlier {res.get('name')}"
+                continue
             if name == "test_clock" and res.get("ok"):  # the board's clock changed pace
                 self.info["clock"] = res.get("mode")
                 self.info["factor"] = (args or {}).get("factor", 1)
@@ -292,7 +301,7 @@ class Board:
                 raise Refused(res)
             return res
         raise LinkError(f"{name}: no authentic answer from {self.port} after"
-                        f" {self.retries + 1} attempts ({last_error})")
+                        f" {tries + 1} attempts ({last_error})")
 
     def hello_quiet(self):
         try:

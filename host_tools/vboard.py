@@ -36,6 +36,7 @@ from pathlib import Path
 from host_tools import toolchain
 
 HOST_BUFFER = 256 * 1024  # bytes held for a slow host before the board's writes wait
+BOARD_BUFFER = 64 * 1024  # bytes held for a busy board; more from the host are lost
 HEAPSIZE = "512K"  # the unix port is 64-bit: about twice the Pico's ~230 KB of objects
 MAX_RESTARTS = 5
 
@@ -93,6 +94,7 @@ class VirtualBoard:
         self._state_lock = None  # flock on the state directory: one board per directory
         self.failure = None
         self._pending = bytearray()  # board -> host bytes the host has not taken yet
+        self._to_board = bytearray()  # host -> board bytes the board has not read yet
 
     # ------------------------------------------------------------------ control
     def start(self, timeout=30):
@@ -268,10 +270,11 @@ class VirtualBoard:
                     watch(self._server, "server")
                 if self._host is not None:
                     watch(self._host, "host")
-            for key, _ in sel.select(0.002 if self._pending else 0.1):
+            for key, _ in sel.select(0.002 if self._pending or self._to_board else 0.1):
                 self._event(key.data, unwatch)
             with self._lock:
                 self._flush_host()
+                self._flush_board()
                 self._supervise(unwatch)
         sel.close()
 
@@ -280,9 +283,11 @@ class VirtualBoard:
             if tag == "inner":
                 conn, _ = self._inner.accept()
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.setblocking(False)
                 if self._child is not None:
                     self._child.close()
                 self._child = conn
+                self._to_board = bytearray()
             elif tag == "out" and self._proc is not None:
                 try:
                     data = self._proc.stdout.read()
@@ -296,6 +301,8 @@ class VirtualBoard:
             elif tag == "child" and self._child is not None:
                 try:
                     data = self._child.recv(65536)
+                except BlockingIOError:
+                    return
                 except OSError:
                     data = b""
                 if not data:
@@ -315,10 +322,11 @@ class VirtualBoard:
             elif tag == "host":
                 data = self._from_host()
                 if data and self._child is not None:
-                    try:
-                        self._child.sendall(data)
-                    except OSError:
-                        pass  # the board is resetting: bytes are lost, as on a wire
+                    # like a UART's receive buffer: what the board has not read when
+                    # BOARD_BUFFER is full is lost (a flooding host must not block the
+                    # relay, the resets or the watchdog)
+                    self._to_board += data[:max(0, BOARD_BUFFER - len(self._to_board))]
+                    self._flush_board()
 
     def _from_host(self):
         if isinstance(self._host, socket.socket):
@@ -339,6 +347,17 @@ class VirtualBoard:
         except OSError:  # the pty's other end is not open (no host yet): wait
             time.sleep(0.01)
             return b""
+
+    def _flush_board(self):
+        if not self._to_board or self._child is None:
+            return
+        try:
+            n = self._child.send(self._to_board)
+        except BlockingIOError:
+            return
+        except OSError:
+            n = len(self._to_board)  # the board is resetting: lost, as on a wire
+        del self._to_board[:n]
 
     def _to_host(self, data):
         self._pending += data

@@ -741,23 +741,34 @@ def test_boot_with_an_rtc_stamps_the_ledger_from_the_first_boot():
     assert again.ctrl.wall_delta == utc
 
 
-def test_one_long_input_never_grows_a_segment_past_what_a_reader_holds():
-    """Days of wake-ups in one ``advance`` (a host-stepped test clock, a stopped pump
-    that only heartbeats and re-alarms: no stroke syncs) still rotate segments at
-    SEGMENT_BYTES (a board reads a segment whole at recovery: found by the HIL run,
-    a 249 KB segment failed on the virtual board's heap); recovery reproduces the
-    controller."""
+def test_hour_long_inputs_keep_segments_small_and_a_command_atomic():
+    """Eight days of a stopped pump (heartbeats and re-alarms only, no stroke to
+    sync on) advanced an hour per input, as the app's test-clock step does, keep
+    every segment small enough for a board to read whole at recovery (a one-piece
+    eight-day step made a 249 KB segment: found by the HIL run). Nothing syncs
+    inside an input, so a command and its result are durable together (a sync in
+    between left an applied command without its result: found by the attacker)."""
     fs = MemoryFS()
     h = wl.Harness(fs)
     h.run(wl.WEEK[:1], wl.HOUR)
     assert h.confirm("stop", {"reason": "procedure"})["ok"]
-    h.now += 8 * wl.DAY
-    h.runner.advance(h.now)  # one input: eight days
+    for _ in range(8 * 24):
+        h.now += wl.HOUR
+        h.runner.advance(h.now)
     sizes = [len(fs.open(st.LEDGER + "/" + n, "rb").read()) for n in fs.listdir(st.LEDGER)]
-    assert len(sizes) > 3
-    assert max(sizes) <= 2 * st.SEGMENT_BYTES + st.MAX_LINE + 40
+    assert max(sizes) <= st.SEGMENT_BYTES + st.MAX_LINE
+    syncs = []
+    store = h.runner.journal
+    real_sync = store.sync
+    store.sync = lambda: (syncs.append(store.seq), real_sync())
+    for _ in range(30):
+        h.command("acknowledge", {"code": "all"})
+    assert syncs  # one per command, after its result
+    recs = [got for got in store.records() if got is not None]
+    kinds = {seq: rec["k"] for seq, _rtc, rec in recs}
+    for seq in syncs:
+        assert kinds.get(seq) != "cmd"  # never right after a command, before its result
     live = h.runner.ctrl.therapy_state()
-    h.runner.journal.sync()
     fs.power_cut()
     runner, info, _storage = st.Store(fs).rebuild(wl.Motor())
     assert not info.problems and runner.ctrl.therapy_state() == live

@@ -44,6 +44,7 @@ from itb.limits import (
 )
 from itb.reservoir import Reservoir, ml_text
 from itb.scheduler import Accumulator, Overlay
+from itb.trace import encode
 from itb.units import DAY_MS, HOUR_MS, MINUTE_MS, ceil_div, mass_ng_up, volume_nl_up
 
 UNPROGRAMMED = "UNPROGRAMMED"
@@ -87,7 +88,7 @@ NG_DAY = "ng_per_day"
 SEEN_IDS = 256  # SR-26: results of the last 256 command ids are kept
 FULL_RESULTS = 4  # ... the newest 4 whole; older ones without their effect (heap)
 KEPT_FIELDS = ("ok", "reason", "message", "id", "name", "command", "hash", "allowed",
-               "allowed_unit")
+               "allowed_unit", "command_crc")
 ID_MAX = 0x7FFFFFFF
 HEARTBEAT_MS = 15 * MINUTE_MS  # SR-23
 MAX_T = 1 << 47  # therapy clock range, ms (about 4400 years)
@@ -872,6 +873,7 @@ class Controller:
         res["id"] = cid if type(cid) is int else 0
         res["name"] = name if type(name) is str else "?"
         if type(cid) is int and 1 <= cid <= ID_MAX:
+            res["command_crc"] = command_crc(command)
             self._remember(cid, res)
         if res["ok"] and command.get("role") == cmds.CLINICIAN:
             self.session_until = now + self.cfg.session_timeout_ms
@@ -1633,6 +1635,19 @@ class Controller:
 class _NullStore:
     def append(self, rec):
         pass  # pragma: no cover - defensive: clones write no records today
+
+
+def command_crc(command):
+    """CRC-32 of a command's name, role and args (canonical text): a remembered result
+    carries it, so a host can tell the result of *its* command from that of another
+    command that used the same id (SR-26; two hosts, or one that lost its ids)."""
+    if type(command) is not dict:
+        return 0
+    try:  # the trace's canonical text: a replayed trace gives the same CRC
+        text = encode([command.get("name"), command.get("role"), command.get("args", {})])
+    except ValueError:
+        return 0  # an integer too long to write out (CPython)
+    return binascii.crc32(text.encode()) & 0xFFFFFFFF
 
 
 def _canon(obj):

@@ -29,7 +29,11 @@ everything before it. Every field is range-checked before packing (SR-1).
 
 Durability (SR-26): ``sync()`` flushes the open segment; the runner calls it
 before the motor moves (the stroke intent is durable first) and at the end of
-every input (a command's result is durable before it is answered). Outcomes may
+every input (a command's result is durable before it is answered). Nothing else
+syncs, so a command and its result become durable together. A segment rotates at
+a sync: a board's inputs are short (the app advances at every wake-up, and a
+test-clock step an hour at a time), which keeps segments small enough to read
+whole at recovery. Outcomes may
 be lost with the power: a stroke without one counts as delivered after a reset.
 A segment is rotated at ``SEGMENT_BYTES`` so a synced append never rewrites
 more than one small file; after each checkpoint, segments older than the *older*
@@ -284,10 +288,6 @@ class Store:
         self.seg_bytes += len(data)
         self.since_cp += len(data)
         self.dirty = 1
-        if self.seg_bytes >= 2 * SEGMENT_BYTES:
-            # a long input (days of wake-ups at once, no stroke to sync on) must not
-            # grow one segment past what a reader holds: sync it, which rotates it
-            self.sync()
 
     def sync(self):
         """Make every written record durable (flush = littlefs sync)."""
