@@ -1407,6 +1407,25 @@ def test_sr26_remembered_results_stay_small_and_a_retry_still_gets_its_outcome()
     assert len(whole) <= FULL_RESULTS
 
 
+@pytest.mark.sr("SR-26")
+def test_sr26_a_recorded_result_names_its_command_by_crc():
+    """The CRC tells commands apart by name, role and args, survives the trace's
+    round trip (floats are written as text), and is 0 for what cannot be written."""
+    from itb.controller import command_crc
+    from itb.trace import decode, encode
+
+    a = {"name": "bolus", "role": "clinician", "args": {"dose_ng": 10_000, "x": 1.5}}
+    assert command_crc(a) == command_crc(decode(encode({"k": "cmd", "t": 0, "cmd": a}))["cmd"])
+    for other in (dict(a, role="patient"), dict(a, name="prime"),
+                  dict(a, args={"dose_ng": 10_100, "x": 1.5})):
+        assert command_crc(other) != command_crc(a)
+    assert command_crc({"name": "x", "args": {"v": 10 ** 5000}}) == 0
+    b = setup(D100)
+    res = b.send("acknowledge", {"code": "all"}, cid=900)
+    assert res["command_crc"] == command_crc({"name": "acknowledge", "role": "clinician",
+                                              "args": {"code": "all"}})
+
+
 @pytest.mark.sr("SR-26", "SR-4")
 def test_sr26_stroke_without_completion_counts_after_reset():
     b = setup(D100)

@@ -1640,9 +1640,8 @@ class _NullStore:
 def command_crc(command):
     """CRC-32 of a command's name, role and args (canonical text): a remembered result
     carries it, so a host can tell the result of *its* command from that of another
-    command that used the same id (SR-26; two hosts, or one that lost its ids)."""
-    if type(command) is not dict:
-        return 0
+    command that used the same id (SR-26; two hosts, or one that lost its ids).
+    ``command``: a dict; 0 when it cannot be written out."""
     try:  # the trace's canonical text: a replayed trace gives the same CRC
         text = encode([command.get("name"), command.get("role"), command.get("args", {})])
     except ValueError:
