@@ -38,6 +38,8 @@ INVARIANTS = ("caps_hold", "basal_changes_obey_titration_rules", "delivery_track
               "trace_replays")
 NOT_ON_A_BOARD = {
     "mass_is_conserved": "needs the controller's internal mass figures (host property tests)",
+    "one audit record per refusal (SR-14)": "the audit ring is in the board's RAM (host"
+                                            " property tests)",
     "power_cut": "a board cannot be power-cut over the protocol (tests/test_link.py, bench)",
     "invalid RTC": "time_sync sets a valid time only",
 }
