@@ -7,9 +7,13 @@ from pathlib import Path
 from hypothesis import HealthCheck, settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# ITB_FIRMWARE_DIR: a copy of firmware/ to test instead (the mutation suite,
-# host_tools/testkit/mutate.py, points it at a mutated copy).
-FIRMWARE_DIR = Path(os.environ.get("ITB_FIRMWARE_DIR") or REPO_ROOT / "firmware")
+# The firmware under test: firmware/, or the copy ITB_FIRMWARE_DIR names (the mutation
+# suite, host_tools/testkit/mutate.py, points it at a mutated copy). One definition,
+# in host_tools.toolchain (which imports no firmware): modules that need it import it
+# from there, not from a module named "conftest" (another conftest.py on sys.path, a
+# stray one in /tmp, once answered that import instead).
+sys.path.insert(0, str(REPO_ROOT))
+from host_tools.toolchain import FIRMWARE as FIRMWARE_DIR  # noqa: E402
 
 # `import itb` works even when the project is not installed, and finds the copy
 # under test before an installed one.

@@ -210,9 +210,7 @@ def tool(name):
 def compile_firmware(dst, files=None):
     """Cross-compile firmware files (default: every ``.py`` of the firmware under
     test, see conftest) to ``.mpy`` in ``dst`` with the same layout, as deployed."""
-    from conftest import FIRMWARE_DIR
-
     from host_tools import toolchain
 
     tool("mpy-cross")
-    return toolchain.compile_firmware(dst, FIRMWARE_DIR, files)
+    return toolchain.compile_firmware(dst, toolchain.FIRMWARE, files)

@@ -11,8 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARE_DIR  # firmware/, or the copy named by ITB_FIRMWARE_DIR
 from helpers import compile_firmware, tool
+
+from host_tools.toolchain import FIRMWARE as FIRMWARE_DIR  # or ITB_FIRMWARE_DIR's copy
 
 ITB_DIR = FIRMWARE_DIR / "itb"
 
