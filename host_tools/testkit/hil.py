@@ -26,10 +26,13 @@ import json
 
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import initialize, rule, run_state_machine_as_test
+from hypothesis.stateful import initialize, invariant, rule, run_state_machine_as_test
+from itb import commands as cmds
 from itb import runner as rn
+from itb.trace import encode
 
 from host_tools import export as ex
+from host_tools.link import ledger_records
 from host_tools.testkit.machine import CONFIG, DT, OUTCOMES, ControllerMachine
 from host_tools.testkit.model import HOUR, Model
 
@@ -55,7 +58,7 @@ class BoardMachine(ControllerMachine):
     counts = None  # invariant name -> times checked
     first_failure = None
 
-    def __init__(self):  # noqa: B027 - replaces the in-memory set-up wholesale
+    def __init__(self):  # replaces ControllerMachine's in-memory set-up wholesale
         super(ControllerMachine, self).__init__()
         b = _Guarded(self.board_link)
         self.b = b
@@ -79,10 +82,6 @@ class BoardMachine(ControllerMachine):
         """Feed the model every ledger record the board wrote since the last pull."""
         chunks = []
         self.b.call("log", {"from_seq": self.seq + 1}, on_part=chunks.append)
-        from itb.trace import encode
-
-        from host_tools.link import ledger_records
-
         for seq, _rtc, rec in ledger_records(b"".join(chunks), self.seq):
             if seq != self.seq + 1:
                 _fail(f"ledger gap: after seq {self.seq} came {seq}")
@@ -103,8 +102,6 @@ class BoardMachine(ControllerMachine):
         return self.b.new_id()
 
     def _send(self, cmd):
-        from itb import commands as cmds
-
         if cmd["role"] not in cmds.ROLES:
             return None  # not expressible on the wire: the role byte names a known role
         self._step_to(self.t)
@@ -218,9 +215,7 @@ def _counting(name):
 
 
 for _name in INVARIANTS[:-1]:
-    from hypothesis.stateful import invariant as _invariant
-
-    setattr(BoardMachine, _name, _invariant()(_counting(_name)))
+    setattr(BoardMachine, _name, invariant()(_counting(_name)))
 
 
 def run(board, examples=10, steps=30, say=print):
