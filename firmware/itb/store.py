@@ -446,7 +446,7 @@ class Store:
         names = self.fs.listdir("")
         size = 0
         if HOURS in names:
-            size = sum(len(raw) + 1 for raw in _read_lines(self.fs, HOURS))
+            size = sum(len(raw) + 1 for raw in _lines(self.fs, HOURS))  # a piece at a time
         if size >= HOURS_BYTES:
             self.fs.rename(HOURS, HOURS + ".1")
         f = self.fs.open(HOURS, "ab")
@@ -463,7 +463,7 @@ class Store:
         for name in (HOURS + ".1", HOURS):
             if name not in names:
                 continue
-            for raw in _read_lines(self.fs, name):
+            for raw in _lines(self.fs, name):
                 i = raw.rfind(b" ")
                 if i > 0 and raw[i + 1:] == crc_hex(raw[:i]).encode():
                     out.append([int(x) for x in raw[:i].decode().split(" ")[1:]])
