@@ -8,6 +8,7 @@ day, one every 864 s; default caps for 100 ug/day: 24 h = 2 x 100 + 100 = 300 ug
 """
 
 import itertools
+import json
 
 import pytest
 from helpers import DAY, HOUR, MIN, ML, SEC, Bench, setup
@@ -1092,6 +1093,26 @@ def test_sr19_empty_switch_stops_and_refill_restarts():
     assert not b.active("RESERVOIR_EMPTY")
     b.advance(3 * DAY)
     assert len(b.strokes) > n
+
+
+@pytest.mark.sr("SR-28")
+def test_sr28_battery_low_is_a_medium_alarm_that_never_changes_dosing():
+    """The board's battery monitor (issue 7) raises MEDIUM BATTERY_LOW; dosing goes on
+    exactly as without it (a low battery is no reason to withdraw); the alarm stays
+    latched after the battery recovers until acknowledged, and the input replays."""
+    quiet, low = setup(D100), setup(D100)
+    low.r.battery(HOUR, 1)
+    assert low.active("BATTERY_LOW") and low.alarm("BATTERY_LOW")[1] == "medium"
+    low.r.battery(2 * HOUR, 0)
+    assert low.alarm("BATTERY_LOW") is not None and not low.active("BATTERY_LOW")
+    for b in (quiet, low):
+        b.advance(DAY)
+    assert low.strokes == quiet.strokes
+    low.send("acknowledge", {"code": "all"})
+    assert low.alarm("BATTERY_LOW") is None
+    assert [e[1:] for e in low.alarm_events if e[1] == "BATTERY_LOW"] == [
+        ("BATTERY_LOW", "raise"), ("BATTERY_LOW", "clear")]
+    assert {"k": "battery", "t": HOUR, "low": 1} in [json.loads(x) for x in low.lines]
 
 
 @pytest.mark.sr("SR-19", "SR-15")

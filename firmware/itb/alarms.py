@@ -32,6 +32,9 @@ CODES = {
     "NOT_DOSING": (HIGH, "SR-27"),
     "PRESCRIPTION_ROLLBACK": (HIGH, "SR-25"),
     "STORAGE_CORRUPT": (HIGH, "SR-25"),
+    # IEC 60601-2-24 asks for a low-battery alarm before the battery fails; no SR
+    # rule names it, so it is filed under the priority rule
+    "BATTERY_LOW": (MEDIUM, "SR-28"),
 }
 
 

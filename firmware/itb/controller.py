@@ -627,6 +627,15 @@ class Controller:
 
     def set_wall_clock(self, now, utc_ms):
         """The RTC says UTC is ``utc_ms`` at therapy time ``now``; ``None`` if the RTC
+    def battery(self, now, low):
+        """The board's battery monitor changed: ``low`` true while the battery is
+        below the board's threshold (the board applies the hysteresis). MEDIUM
+        ``BATTERY_LOW`` (IEC 60601-2-24 low-battery alarm; SR-28 priorities)."""
+        self._check_time(now)
+        self.last_now = now
+        self._alarm("BATTERY_LOW", 1 if low else 0, now)
+        return self.drain_events()
+
         is invalid (SR-23 CLOCK_INVALID; flex falls back to its average, SR-24).
         Wall-clock changes never move the therapy clock or the windows."""
         self._check_time(now)

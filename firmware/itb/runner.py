@@ -172,6 +172,13 @@ class Runner:
         self._emit_basal()
         self._commit()
 
+    def battery(self, now, low):
+        self._catch_up(now)
+        self._live()
+        self._out({"k": "battery", "t": now, "low": 1 if low else 0})
+        self._events(now, self.ctrl.battery(now, low))
+        self._commit()
+
     def set_rtc(self, now, utc_ms):
         self._catch_up(now)
         self._live()
@@ -267,6 +274,8 @@ class JournalReplayer:
             runner.empty_switch(t, rec["on"])
         elif k == "rtc":
             runner.set_rtc(t, rec["utc_ms"])
+        elif k == "battery":
+            runner.battery(t, rec["low"])
         elif k == "session_end":
             runner.session_end(t)
         elif k == "power_cut":

@@ -14,6 +14,7 @@ Inputs (what drives the runner; replaying them reproduces the outputs):
                   (``ok``/``stall``/``occlusion``/``unknown``/``power_cut``)
   ``switch``      ``{"on": 0|1}``: the syringe-empty switch
   ``rtc``         ``{"utc_ms": int|null}``: the wall clock (null: RTC invalid)
+  ``battery``     ``{"low": 0|1}``: the board's battery monitor
   ``session_end`` the programming session ended
   ``power_cut``   power fails at ``t``
   ``power_on``    ``{"upper_ms": int|null, "boot_loop": 0|1, "storage"?}``: boot;
@@ -28,8 +29,8 @@ Outputs:
                   was accepted (SR-25)
 """
 
-INPUT_KINDS = ("config", "cmd", "advance", "outcome", "switch", "rtc", "session_end",
-               "power_cut", "power_on")
+INPUT_KINDS = ("config", "cmd", "advance", "outcome", "switch", "rtc", "battery",
+               "session_end", "power_cut", "power_on")
 OUTPUT_KINDS = ("stroke", "result", "alarm", "basal", "rx")
 MAX_RECORD_CHARS = 4096  # the longest record the ledger (store.py) holds
 

@@ -482,6 +482,9 @@ class Model:
     def _on_session_end(self, rec):
         pass
 
+    def _on_battery(self, rec):
+        pass  # an alarm only: its raise/clear records are checked as alarms
+
     def _on_power_cut(self, rec):
         self._power_fails()
 
@@ -769,8 +772,8 @@ class Model:
 # The record kinds of ``firmware/itb/trace.py`` (duplicated: the model imports
 # nothing from the firmware).
 TRACE_KINDS = (
-    "config", "cmd", "advance", "outcome", "switch", "rtc", "session_end", "power_cut",
-    "power_on", "stroke", "result", "alarm", "basal", "rx",
+    "config", "cmd", "advance", "outcome", "switch", "rtc", "battery", "session_end",
+    "power_cut", "power_on", "stroke", "result", "alarm", "basal", "rx",
 )
 
 

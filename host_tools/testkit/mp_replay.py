@@ -34,7 +34,8 @@ from itb.trace import decode, encode  # noqa: E402
 
 PERIOD = 1 << 30  # RP2040 ticks_ms period
 POLL_MS = 3_600_000  # the clock is read at least this often between records
-RETIMED = ("config", "cmd", "advance", "switch", "rtc", "session_end", "power_cut", "power_on")
+RETIMED = ("config", "cmd", "advance", "switch", "rtc", "battery", "session_end", "power_cut",
+           "power_on")
 
 
 class Ticks:
