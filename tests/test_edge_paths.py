@@ -689,6 +689,13 @@ def test_sr2_device_configuration_as_plain_dict():
     assert DeviceConfig(d).as_dict() == d
 
 
+def test_device_config_declares_exactly_its_fields_for_the_type_checker():
+    """``DeviceConfig`` sets its fields with ``setattr``; ``make typecheck`` (pyright) knows
+    them from the class annotations, which must name exactly ``CONFIG_FIELDS`` (a field
+    dropped from the table but still declared would type-check and fail at run time)."""
+    assert DeviceConfig.__annotations__ == {f[0]: int for f in CONFIG_FIELDS}
+
+
 @pytest.mark.sr("SR-26", "SR-14")
 def test_sr26_memory_store_keeps_the_newest_records_in_order():
     for bad in (0, -1, True, 1.0, "64"):

@@ -39,7 +39,9 @@ PERIOD = 1 << 30  # RP2040 ticks_ms period
 
 
 def ticks_ms():
-    return time.ticks_ms() & (PERIOD - 1)
+    # The stubs type ticks as opaque (_TicksMs: only ticks_diff/ticks_add may use them);
+    # on the unix port they are plain ints, folded here to the RP2040's period.
+    return time.ticks_ms() & (PERIOD - 1)  # pyright: ignore[reportOperatorIssue]
 
 
 def ticks_diff(a, b):
@@ -118,7 +120,7 @@ class VirtualBoard:
         self.fault_count = 0
         self.switch = False
         self.strokes = 0
-        self.serial = None
+        self.serial: "Serial | None" = None  # set by _main once connected
         rtc = self.state + "/rtc"
         if not _exists(rtc):
             _write(rtc, b"0 1\n")

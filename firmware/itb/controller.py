@@ -47,6 +47,8 @@ from itb.scheduler import Accumulator, Overlay
 from itb.trace import encode
 from itb.units import DAY_MS, HOUR_MS, MINUTE_MS, ceil_div, mass_ng_up, volume_nl_up
 
+TYPE_CHECKING = False  # MicroPython has no typing; guards checker-only lines
+
 UNPROGRAMMED = "UNPROGRAMMED"
 RUNNING = "RUNNING"
 STOPPED = "STOPPED"
@@ -625,8 +627,6 @@ class Controller:
         self._reservoir_alarms(now)
         return self.drain_events()
 
-    def set_wall_clock(self, now, utc_ms):
-        """The RTC says UTC is ``utc_ms`` at therapy time ``now``; ``None`` if the RTC
     def battery(self, now, low):
         """The board's battery monitor changed: ``low`` true while the battery is
         below the board's threshold (the board applies the hysteresis). MEDIUM
@@ -636,6 +636,8 @@ class Controller:
         self._alarm("BATTERY_LOW", 1 if low else 0, now)
         return self.drain_events()
 
+    def set_wall_clock(self, now, utc_ms):
+        """The RTC says UTC is ``utc_ms`` at therapy time ``now``; ``None`` if the RTC
         is invalid (SR-23 CLOCK_INVALID; flex falls back to its average, SR-24).
         Wall-clock changes never move the therapy clock or the windows."""
         self._check_time(now)
@@ -1021,6 +1023,8 @@ class Controller:
             raise Refusal("NO_INCREASE", "no basal increase until %d ms from now (SR-10, SR-11)"
                           % (self.no_increase_until - now), cur, unit=NG_DAY)
         base = self.history.lowest_dose(now)
+        if TYPE_CHECKING:  # a basal change is accepted only once a prescription is set
+            assert self.rx is not None
         up = cfg.up_pct(self.rx["origin"])
         if base is not None and not up_cap_ok(new_hi, base, up):
             raise Refusal("UP_CAP", "over +%d %% of the lowest dose in 24 h (SR-8)" % up,
@@ -1286,6 +1290,8 @@ class Controller:
         self.plan = [kind, doses, 1, now + every, every] if len(doses) > 1 else None
 
     def _plan_step(self, now, events):
+        if TYPE_CHECKING:  # called only while a plan runs (_update)
+            assert self.plan is not None
         kind, doses, i, t, every = self.plan
         d = doses[i]
         if not self.projecting:
@@ -1658,7 +1664,7 @@ def command_crc(command):
     return binascii.crc32(text.encode()) & 0xFFFFFFFF
 
 
-def _canon(obj):
+def _canon(obj) -> str:
     """Canonical text of ints, strings, lists and dicts (sorted keys)."""
     if type(obj) is dict:
         return "{" + ",".join(_canon(k) + ":" + _canon(obj[k]) for k in sorted(obj)) + "}"

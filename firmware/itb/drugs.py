@@ -57,6 +57,32 @@ class DeviceConfig:
     Derived: ``dead_volume_nl`` (SR-22), ``min_stroke_interval_ms`` (SR-2 max rate).
     """
 
+    # The fields of CONFIG_FIELDS, set by ``setattr`` in ``__init__``, declared for the
+    # type checker (``make typecheck``); bare annotations create no attribute and cost
+    # nothing in MicroPython. tests/test_edge_paths.py keeps the list equal to CONFIG_FIELDS.
+    stroke_nl: int
+    reservoir_capacity_nl: int
+    tubing_nl: int
+    catheter_length_mm: int
+    max_daily_dose_ng: int
+    max_bolus_ng: int
+    max_rate_nl_per_min: int
+    min_rate_nl_per_day: int
+    volume_accuracy_permille: int
+    low_reservoir_nl: int
+    low_reservoir_days: int
+    settle_ms: int
+    taper_down_pct: int
+    up_spinal_pct: int
+    up_cerebral_pct: int
+    up_paediatric_pct: int
+    emergency_min_rate: int
+    realarm_ms: int
+    session_timeout_ms: int
+    confirm_window_ms: int
+    patient_bolus_duration_ms: int
+    prime_rate_nl_per_min: int
+
     def __init__(self, overrides=None):
         overrides = overrides or {}
         names = [f[0] for f in CONFIG_FIELDS]

@@ -53,6 +53,8 @@ import json
 from itb import snapshot
 from itb.trace import INPUT_KINDS, MAX_RECORD_CHARS, decode
 
+TYPE_CHECKING = False  # MicroPython has no typing; guards checker-only lines
+
 SLOTS = ("slot_a", "slot_b")
 TMP = "slot.tmp"
 LEDGER = "ledger"
@@ -184,7 +186,7 @@ def read_slot(fs, name, load=1):
                     return None
                 gen = int(head[1])
                 seq = int(head[2])
-            elif load:
+            elif items is not None:  # load
                 items.append(json.loads(raw))
             n += 1
         if end is None or len(end) != 3 or int(end[1]) != n - 1:
@@ -217,7 +219,7 @@ class Recovery:
         self.last_t = 0
         self.last_rtc_ms = -1
         self.damaged = 0
-        self.newest_rx = None
+        self.newest_rx: "list | None" = None
         self.newest_gen = 0  # of the newest valid slot, and its name
         self.newest_slot = None
         self.salvaged = 0  # records after a gap, counted but not replayed
@@ -292,6 +294,8 @@ class Store:
     def sync(self):
         """Make every written record durable (flush = littlefs sync)."""
         if self.dirty:
+            if TYPE_CHECKING:  # only append sets dirty, and it opens a segment first
+                assert self.seg is not None
             self.seg.flush()
             self.dirty = 0
         if self.seg is not None and self.seg_bytes >= SEGMENT_BYTES:

@@ -35,7 +35,7 @@ OUTPUT_KINDS = ("stroke", "result", "alarm", "basal", "rx")
 MAX_RECORD_CHARS = 4096  # the longest record the ledger (store.py) holds
 
 
-def encode(obj):
+def encode(obj) -> str:
     """Canonical JSON text of ``obj`` (dict/list/int/str/None/bool; any other
     value, e.g. a float from a bad command, as the string of its repr)."""
     t = type(obj)
