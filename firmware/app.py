@@ -53,7 +53,10 @@ The board object (``board/virtual.py``; ``board/rp2.py`` on the Pico) offers:
 watchdog or reset into a maintenance boot), ``annunciate(level)``, ``DEV``
 (True in dev builds) and, in dev builds, ``inject(fault, count, switch)``.
 Optional: ``CONSOLE`` (True when the serial port is the REPL's: Ctrl-C is then
-disabled outside MAINTENANCE), ``WATCHDOG_MS``, ``ARCHIVE_FILES``.
+disabled outside MAINTENANCE), ``WATCHDOG_MS``, ``ARCHIVE_FILES``,
+``battery_low() -> bool`` (MEDIUM ``BATTERY_LOW``), ``button_presses() -> list``
+of ``"ack"`` / ``"bolus"`` (``App.button``) and ``status() -> dict`` (hardware
+figures in ``status``). ``board/rp2.py`` has them all.
 """
 
 import asyncio
@@ -68,6 +71,8 @@ from itb import store as durable
 from itb.controller import MAINTENANCE, command_crc
 
 from board.ticks import TherapyClock
+
+TYPE_CHECKING = False  # MicroPython has no typing: guards checker-only lines
 
 KEYS_FILE = "keys"
 BOOTS_FILE = "boots"
@@ -202,6 +207,11 @@ def _write_boots(fs, entries):
     fs.rename(BOOTS_FILE + ".tmp", BOOTS_FILE)
 
 
+def clear_boots(fs):
+    """SR-27: the boot-loop count starts afresh (a stable run, a MAINTENANCE boot)."""
+    _write_boots(fs, [])
+
+
 class App:
     """One board's controller, command server, annunciation and watchdog."""
 
@@ -218,7 +228,7 @@ class App:
         # unplugging a board three times never stops its dosing
         if board.reset_cause() == "power_on":
             looping = False
-            _write_boots(fs, [])
+            clear_boots(fs)
         else:
             entries = _boots(fs)
             looping = boot_loop(entries, rtc)
@@ -228,8 +238,13 @@ class App:
         self.clock = TestClock(TherapyClock(board.ticks_ms, board.ticks_diff, self.runner.now))
         self.keys = _read_keys(fs)
         self.boot_id = int.from_bytes(board.random(4), "big")
-        self.gate = pr.Gate(self.keys, {"fw": board.manifest(), "dev": board.device_id(),
-                                        "boot": self.boot_id, "build": "dev" if self.dev else "release"})
+        impl = sys.implementation
+        info = {"fw": board.manifest(), "dev": board.device_id(), "boot": self.boot_id,
+                "build": "dev" if self.dev else "release",
+                "upy": "%d.%d.%d" % (impl.version[0], impl.version[1], impl.version[2])}
+        if hasattr(impl, "_mpy"):  # MicroPython: the .mpy ABI it imports (itbctl deploy)
+            info["mpy"] = impl._mpy
+        self.gate = pr.Gate(self.keys, info)
         self.deframer = pr.Deframer()
         self.refused = {}  # message-layer refusals by reason (never reach the controller)
         self.stepping = False  # a test-clock step is running the runner
@@ -265,14 +280,24 @@ class App:
 
     async def runner_task(self):
         switch = None
+        battery = None
+        board = self.board
         while True:
             now = self.now()
             self.beat["runner"] = self.clock.real.now_ms
             if self.runner.powered and not self.stepping:
-                on = bool(self.board.empty_switch())
+                on = bool(board.empty_switch())
                 if on != switch:
                     switch = on
                     self.runner.empty_switch(now, on)
+                if hasattr(board, "battery_low"):
+                    low = bool(board.battery_low())
+                    if low != battery:
+                        battery = low
+                        self.runner.battery(now, low)
+                if hasattr(board, "button_presses"):
+                    for name in board.button_presses():
+                        self.button(name, now)
                 due = self.runner.next_wake()
                 if 0 <= due <= now:
                     self.runner.advance(now)
@@ -371,8 +396,21 @@ class App:
                 wdt.feed()
             if healthy and not self.stable and real - self.started_ms >= STABLE_MS:
                 self.stable = True
-                _write_boots(self.board.fs, [])  # SR-27: a stable run ends a boot loop
+                clear_boots(self.board.fs)  # SR-27: a stable run ends a boot loop
             await asyncio.sleep(min(1000, timeout // 4) / 1000)
+
+    def button(self, name, now):
+        """A debounced press on the board: ``ack`` acknowledges every alarm,
+        ``bolus`` asks for a patient bolus (SR-29: the controller applies dose,
+        lockout and daily maximum, and logs a refusal). Both go through the runner
+        as patient-role commands with the next free id (a host that had counted on
+        that id is told by ``command_crc`` and sends again, SR-26)."""
+        if name == "ack":
+            command = {"name": "acknowledge", "role": "patient", "args": {"code": "all"}}
+        else:
+            command = {"name": "patient_bolus", "role": "patient", "args": {}}
+        command["id"] = self._hello()["last_id"] + 1
+        return self.runner.command(command, now)
 
     # ------------------------------------------------------------------ messages
     def handle(self, payload):
@@ -502,6 +540,8 @@ class App:
                        "annunciating": self.level, "dropped": self.deframer.dropped,
                        "frames": self.deframer.frames, "refused": self.refused,
                        "boot": self.boot_id, "rtc_ms": self.board.rtc_now()}
+        if hasattr(self.board, "status"):  # the Pico: battery, supply, the last stroke
+            st["board"]["hw"] = self.board.status()
         if hasattr(gc, "mem_alloc"):  # MicroPython: live heap and free (bytes)
             gc.collect()
             st["board"]["heap"] = [gc.mem_alloc(), gc.mem_free()]
@@ -547,6 +587,8 @@ class App:
         # file the store holds, as DATA parts; the host checks and parses them with
         # ``itb.store.unpack_line``. Whole files before ``from_seq`` are skipped.
         store = self.runner.journal
+        if TYPE_CHECKING:  # a booted runner always has its store
+            assert store is not None
         store.sync()
         files = store.export_files()
         start = 0

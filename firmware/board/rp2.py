@@ -1,0 +1,656 @@
+"""The Pico board adapter (RP2040 Pico, RP2350 Pico 2): pins and peripherals for
+``app.App`` (its docstring lists the board interface). No dosing decision lives
+here (DESIGN principle 8): a stroke is moved and measured, and its outcome goes
+back to the runner, which decides.
+
+Wiring: ``board/pins.py`` (generated from ``hardware/pins.toml``).
+
+- **Stroke**: ``STEPS_PER_ML`` steps per mL (syringe and lead screw; bench
+  calibration, issue 8) make a count-bounded PIO burst (``board/pio_step.py``)
+  that stops by itself and reports the steps made. The driver is enabled only
+  for the burst (EN released in a ``finally``; an external pull-up keeps it off
+  while the MCU is in reset). The load cell between carriage and plunger
+  (HX711) confirms it: ``stall`` when the burst stopped early (driver fault) or
+  the push force did not rise by ``MIN_RISE``, ``occlusion`` when it rose by
+  ``OCCLUSION_RISE`` or more, ``unknown`` when the burst overran its time or the
+  sensor gave no reading. Thresholds are raw HX711 counts over the pre-stroke
+  baseline; they are set on the bench (``/data/board.json``, issue 8).
+- **RTC**: a DS3231 on I2C0 (battery-backed). Its oscillator-stop flag means the
+  time is lost: ``rtc_now()`` is then None (SR-23 CLOCK_INVALID) until set.
+  Resolution 1 s: ``rtc_now`` is the start of the current second.
+- **Ticks**: ``time.ticks_ms`` wraps at 2^30 ms here; the app converts them to the
+  therapy clock with ``board.ticks.TherapyClock``.
+- **Battery**: ADC0 through a divider; ``battery_low()`` with hysteresis
+  (``BATTERY_LOW_MV`` / ``BATTERY_OK_MV``) drives MEDIUM ``BATTERY_LOW``.
+- **Annunciation**: buzzer pulse patterns and LED flash rates by IEC 60601-1-8
+  priority, played from a 50 ms hardware timer (they go on in a MAINTENANCE
+  boot, where no asyncio loop runs). The same timer debounces the buttons.
+- **Watchdog**: ``machine.WDT`` (at most ``WDT_MAX_MS`` = 8388 ms on the
+  RP2040: longer is refused); every feed also toggles HEARTBEAT, whose
+  fail-safe buzzer sounds when the toggling stops. It cannot be stopped, so
+  ``maintenance()`` writes ``/maintenance`` and resets into a MAINTENANCE boot:
+  no dosing, no watchdog, HIGH annunciation, the REPL free for ``mpremote``.
+  The flag stays until ``itbctl deploy`` removes it (a half-copied firmware
+  never boots); ACK + PROVISION held at power-on also boot into MAINTENANCE.
+- **Serial**: the USB CDC port the REPL uses (``CONSOLE``: Ctrl-C is disabled
+  outside MAINTENANCE), read and written without blocking the loop.
+- **Sleep**: never ``machine.lightsleep`` (it freezes PWM and PIO).
+
+Bench figures still to measure are listed in the README ("What must be measured
+on a real board").
+"""
+
+import asyncio
+import json
+import os
+import select
+import sys
+import time
+
+import machine
+import rp2
+
+from board import pins, pio_step
+from itb.fs import DirFS
+
+FLASH_ROOT = ""  # the firmware's files: /main.py, /app.mpy, /itb/..., /board/...
+DATA_DIR = "/data"
+MAINTENANCE_FLAG = "/maintenance"
+BOARD_CONFIG = DATA_DIR + "/board.json"
+
+WDT_MAX_MS = 8388  # RP2040: the counter runs at 2 per us tick, 24 bits
+STEP_HZ = 2000  # steps per second
+STEPS_PER_ML = 356000  # 1 mL syringe (4.78 mm bore), 0.5 mm lead, 3200 steps/rev
+MAX_STROKE_STEPS = 20000  # a stroke longer than this is a configuration error
+ENABLE_SETTLE_US = 1000  # driver enable to first step
+STROKE_MARGIN_MS = 200  # a burst may run this much past its nominal time
+MIN_RISE = 200  # HX711 counts: the plunger pushed
+OCCLUSION_RISE = 60000  # HX711 counts: the fluid cannot leave
+HX711_TIMEOUT_MS = 150  # 10 samples/s: a reading is due within 100 ms
+BATTERY_LOW_MV = 4400  # 4 x NiMH at 1.1 V/cell
+BATTERY_OK_MV = 4600  # hysteresis: cleared above this
+ADC_FULL_MV = 3300
+TICK_MS = 50  # annunciation / button timer period
+DEBOUNCE_TICKS = 3  # a button counts after 150 ms in one state
+BUZZER_HZ = 880  # IEC 60601-1-8: fundamental 150-1000 Hz; a square wave brings harmonics
+MAINTENANCE_RESET_MS = 1500  # the maintenance answer goes out before the reset
+
+# IEC 60601-1-8 burst patterns, in 50 ms ticks: (on, off) pairs; the last off
+# is the pause before the burst repeats. HIGH: 10 pulses (3+2, 3+2); MEDIUM: 3
+# pulses; LOW: 2 pulses. Pulse widths and spacing within the standard's table
+# (to be checked on the bench with a sound level meter).
+BUZZER_PATTERNS = {
+    "high": ((3, 2), (3, 2), (3, 7), (3, 2), (3, 10), (3, 2), (3, 2), (3, 7), (3, 2), (3, 100)),
+    "medium": ((4, 2), (4, 2), (4, 150)),
+    "low": ((4, 2), (4, 400)),
+}
+# LED (on, off) ticks: HIGH flashes at 2 Hz, MEDIUM at 0.5 Hz, LOW steady, no
+# alarm a short blink every 5 s (the board is alive)
+LED_PATTERNS = {"high": (5, 5), "medium": (20, 20), "low": (1, 0), None: (1, 99)}
+
+RESET_CAUSES = {}  # machine.reset_cause() -> app's name (filled in _causes())
+
+
+def _causes():
+    if not RESET_CAUSES:
+        RESET_CAUSES[machine.PWRON_RESET] = "power_on"
+        RESET_CAUSES[machine.WDT_RESET] = "watchdog"
+    return RESET_CAUSES
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _isdir(path):
+    return os.stat(path)[0] & 0x4000 != 0
+
+
+def _size(path):
+    return os.stat(path)[6]
+
+
+def bcd(v):
+    return (v // 10) << 4 | v % 10
+
+
+def unbcd(b):
+    return (b >> 4) * 10 + (b & 0x0F)
+
+
+def days_from_civil(y, m, d):
+    """Days since 1970-01-01 of the proleptic Gregorian date (integers only;
+    H. Hinnant, "chrono-Compatible Low-Level Date Algorithms")."""
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def civil_from_days(z):
+    """(year, month, day) of day ``z`` since 1970-01-01 (inverse of the above)."""
+    z += 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + (3 if mp < 10 else -9)
+    return y + (m <= 2), m, d
+
+
+class DS3231:
+    """The battery-backed RTC (UTC, 24-hour mode, years 2000-2099)."""
+
+    ADDR = 0x68
+    STATUS = 0x0F
+    OSF = 0x80  # oscillator stopped: the time is not to be trusted
+
+    def __init__(self, i2c):
+        self.i2c = i2c
+
+    def now_ms(self):
+        """UTC ms at the start of the current second, or None when the
+        oscillator-stop flag is set or the chip does not answer (SR-23)."""
+        try:
+            if self.i2c.readfrom_mem(self.ADDR, self.STATUS, 1)[0] & self.OSF:
+                return None
+            r = self.i2c.readfrom_mem(self.ADDR, 0x00, 7)
+        except OSError:
+            return None
+        sec, mnt, hour = unbcd(r[0] & 0x7F), unbcd(r[1] & 0x7F), unbcd(r[2] & 0x3F)
+        day, month, year = unbcd(r[4] & 0x3F), unbcd(r[5] & 0x1F), 2000 + unbcd(r[6])
+        if not (sec < 60 and mnt < 60 and hour < 24 and 1 <= day <= 31 and 1 <= month <= 12):
+            return None  # a garbled reading is no time
+        days = days_from_civil(year, month, day)
+        return ((days * 24 + hour) * 60 + mnt) * 60000 + sec * 1000
+
+    def set_ms(self, utc_ms):
+        """Set the time (truncated to the second) and clear the oscillator-stop
+        flag. ValueError outside 2000-2099."""
+        s = utc_ms // 1000
+        days, s = s // 86400, s % 86400
+        y, m, d = civil_from_days(days)
+        if not 2000 <= y <= 2099:
+            raise ValueError("the DS3231 keeps years 2000-2099")
+        dow = (days + 3) % 7 + 1  # 1 = Monday
+        self.i2c.writeto_mem(self.ADDR, 0x00, bytes((
+            bcd(s % 60), bcd(s // 60 % 60), bcd(s // 3600), dow, bcd(d), bcd(m), bcd(y - 2000))))
+        st = self.i2c.readfrom_mem(self.ADDR, self.STATUS, 1)[0]
+        self.i2c.writeto_mem(self.ADDR, self.STATUS, bytes((st & ~self.OSF & 0xFF,)))
+
+
+class HX711:
+    """The load-cell amplifier (channel A, gain 128), bit-banged."""
+
+    def __init__(self, dout, sck):
+        self.dout = dout
+        self.sck = sck
+        sck.value(0)
+
+    def ready(self):
+        return self.dout.value() == 0
+
+    def read(self, timeout_ms=HX711_TIMEOUT_MS):
+        """Signed 24-bit reading, or None when no conversion is ready in time."""
+        start = time.ticks_ms()
+        while not self.ready():
+            if time.ticks_diff(time.ticks_ms(), start) >= timeout_ms:
+                return None
+            time.sleep_ms(1)
+        v = 0
+        state = machine.disable_irq()  # SCK high for over 60 us powers the HX711 down
+        try:
+            for _ in range(24):
+                self.sck.value(1)
+                self.sck.value(0)
+                v = v << 1 | self.dout.value()
+            self.sck.value(1)  # 25th pulse: channel A, gain 128 next
+            self.sck.value(0)
+        finally:
+            machine.enable_irq(state)
+        return v - 0x1000000 if v & 0x800000 else v
+
+
+class StepBurst:
+    """PIO state machine 0 running ``pio_step.step_burst``."""
+
+    def __init__(self, step, diag, hz=STEP_HZ, sm_id=0):
+        self.sm = rp2.StateMachine(sm_id, pio_step.step_burst,
+                                   freq=hz * pio_step.CYCLES_PER_STEP,
+                                   set_base=step, jmp_pin=diag)
+        self.sm.active(1)
+
+    def start(self, steps):
+        self.sm.put(steps - 1)
+
+    def done(self):
+        return self.sm.rx_fifo() > 0
+
+    def made(self, steps):
+        return pio_step.steps_made(steps, self.sm.get())
+
+    def abort(self):
+        """Stop a burst that overran; the STEP pin low, the FIFOs empty."""
+        self.sm.active(0)
+        self.sm.restart()
+        self.sm.exec("set(pins, 0)")
+        while self.sm.rx_fifo():
+            self.sm.get()
+        self.sm.active(1)
+
+
+class Annunciator:
+    """Buzzer patterns and LED rates by priority, and button debouncing, from
+    one periodic timer (no allocation in its callback)."""
+
+    def __init__(self, buzzer, led, buttons):
+        self.buzzer = buzzer
+        self.led = led
+        buzzer.freq(BUZZER_HZ)
+        buzzer.duty_u16(0)
+        led.freq(1000)
+        self.buttons = buttons  # [[name, pin, active, state, count, presses]]
+        self.level = None
+        self.pattern = None
+        self.pos = 0
+        self.left = 0
+        self.on = 0
+        self.led_pat = LED_PATTERNS[None]
+        self.led_left = 0
+        self.led_on = 0
+        self.timer = machine.Timer(-1, mode=machine.Timer.PERIODIC, period=TICK_MS,
+                                   callback=self.tick)
+
+    def set(self, level):
+        self.level = level
+        self.pattern = BUZZER_PATTERNS.get(level)
+        self.pos = 0
+        self.left = 0
+        self.on = 0
+        self.led_pat = LED_PATTERNS[level]
+        self.led_left = 0
+        self.led_on = 0
+
+    def tick(self, _t=None):
+        p = self.pattern
+        if p is None:
+            self.buzzer.duty_u16(0)
+        else:
+            if self.left <= 0:
+                if self.on:
+                    self.on = 0
+                    self.left = p[self.pos][1]
+                    self.pos = (self.pos + 1) % len(p)
+                else:
+                    self.on = 1
+                    self.left = p[self.pos][0]
+                self.buzzer.duty_u16(32768 if self.on else 0)
+            self.left -= 1
+        if self.led_left <= 0:
+            self.led_on = 0 if self.led_on and self.led_pat[1] else 1
+            self.led_left = self.led_pat[0] if self.led_on else self.led_pat[1]
+            self.led.duty_u16(65535 if self.led_on else 0)
+        self.led_left -= 1
+        for b in self.buttons:
+            down = 1 if b[1].value() == b[2] else 0
+            if down == b[3]:
+                b[4] = 0
+            else:
+                b[4] += 1
+                if b[4] >= DEBOUNCE_TICKS:
+                    b[3] = down
+                    b[4] = 0
+                    if down:
+                        b[5] += 1
+
+
+class Watchdog:
+    """``machine.WDT``; each feed toggles the fail-safe buzzer's heartbeat."""
+
+    def __init__(self, timeout_ms, heartbeat):
+        self.wdt = machine.WDT(timeout=timeout_ms)
+        self.heartbeat = heartbeat
+
+    def feed(self):
+        self.wdt.feed()
+        self.heartbeat.toggle()
+
+
+class UsbSerial:
+    """The protocol on the USB CDC port (``sys.stdin.buffer`` / ``sys.stdout.buffer``,
+    never text-mode stdin). Reads and writes only what ``select.poll`` says is
+    ready, so a host that stops reading never blocks the loop (the app's write
+    timeout then drops the answer)."""
+
+    CHUNK = 64
+
+    def __init__(self, stdin=None, stdout=None):
+        self.rx = stdin or sys.stdin.buffer
+        self.tx = stdout or sys.stdout.buffer
+        self.rpoll = select.poll()
+        self.rpoll.register(self.rx, select.POLLIN)
+        self.wpoll = select.poll()
+        self.wpoll.register(self.tx, select.POLLOUT)
+        self.buf = bytearray(256)
+
+    async def read(self):
+        while True:
+            n = 0
+            while n < len(self.buf) and self.rpoll.poll(0):
+                b = self.rx.read(1)
+                if not b:
+                    break
+                self.buf[n] = b[0]
+                n += 1
+            if n:
+                return bytes(self.buf[:n])
+            await asyncio.sleep(0.002)
+
+    async def write(self, data):
+        mv = memoryview(data)
+        i = 0
+        while i < len(mv):
+            if self.wpoll.poll(0):
+                n = self.tx.write(mv[i:i + self.CHUNK])
+                i += n if n else 0
+            else:
+                await asyncio.sleep(0.001)
+
+
+def _read_json(path):
+    try:
+        f = open(path)
+    except OSError:
+        return {}
+    try:
+        got = json.loads(f.read())
+    finally:
+        f.close()
+    return got if type(got) is dict else {}
+
+
+class Pico:
+    """The board interface of ``app.App`` on a Pico (see ``app.py``)."""
+
+    DEV = False
+    CONSOLE = True  # the protocol shares USB CDC with the REPL
+    WATCHDOG_MS = 8000
+
+    def __init__(self, settings=None):
+        p = machine.Pin
+        self.en = p(pins.EN_N, p.OUT, value=1 - pins.EN_N_ACTIVE)  # motor off first
+        self.dir = p(pins.DIR, p.OUT, value=0)
+        self.heartbeat = p(pins.HEARTBEAT, p.OUT, value=0)
+        self.empty = self._input(pins.EMPTY_SWITCH, pins.EMPTY_SWITCH_PULL)
+        cfg = {"steps_per_ml": STEPS_PER_ML, "min_rise": MIN_RISE,
+               "occlusion_rise": OCCLUSION_RISE, "dev": 0}
+        settings = settings or {}
+        for k in settings:
+            if k in cfg and type(settings[k]) is int and settings[k] >= 0:
+                cfg[k] = settings[k]
+        self.cfg = cfg
+        self.DEV = bool(cfg["dev"])
+        self.burst = StepBurst(p(pins.STEP, p.OUT, value=0), self._input(pins.DIAG, pins.DIAG_PULL))
+        self.hx = HX711(p(pins.HX711_DOUT, p.IN), p(pins.HX711_SCK, p.OUT, value=0))
+        self.rtc = DS3231(machine.I2C(pins.I2C_ID, sda=p(pins.I2C_SDA), scl=p(pins.I2C_SCL),
+                                      freq=pins.I2C_FREQ_HZ))
+        self.battery_adc = machine.ADC(pins.BATTERY_ADC)
+        self.vsys_adc = machine.ADC(pins.VSYS_ADC)
+        self.battery_is_low = False
+        self.buttons = [
+            [name, self._input(gpio, pull), active, 0, 0, 0]
+            for name, gpio, pull, active in (
+                ("ack", pins.BTN_ACK, pins.BTN_ACK_PULL, pins.BTN_ACK_ACTIVE),
+                ("bolus", pins.BTN_BOLUS, pins.BTN_BOLUS_PULL, pins.BTN_BOLUS_ACTIVE),
+                ("provision", pins.BTN_PROVISION, pins.BTN_PROVISION_PULL,
+                 pins.BTN_PROVISION_ACTIVE))]
+        self.ann = Annunciator(machine.PWM(p(pins.BUZZER)), machine.PWM(p(pins.LED)), self.buttons)
+        self.serial: "UsbSerial | None" = None
+        self.fault = "ok"
+        self.fault_count = 0
+        self.switch_override = None
+        self.last_stroke = None
+        self.fs = None
+        self._cause = _causes().get(machine.reset_cause(), "reset")
+        self._reset_timer = None
+
+    def _input(self, gpio, pull):
+        p = machine.Pin
+        if pull == "up":
+            return p(gpio, p.IN, p.PULL_UP)
+        if pull == "down":
+            return p(gpio, p.IN, p.PULL_DOWN)
+        return p(gpio, p.IN)
+
+    def mount(self):
+        """The store's file system: ``/data`` on the board's littlefs."""
+        self.fs = DirFS(DATA_DIR)
+        return self.fs
+
+    # ------------------------------------------------------------------ motor
+    def stroke(self, n, volume_nl, now):
+        """Move one stroke of ``volume_nl`` and say how it went (``ok``, ``stall``,
+        ``occlusion``, ``unknown``). The driver is released however it ends."""
+        if self.fault_count > 0:  # dev builds (bench HIL): an injected outcome
+            self.fault_count -= 1
+            while self.fault == "hang":  # a stuck stroke: only the watchdog gets out
+                time.sleep_ms(100)
+            return self.fault
+        steps = (volume_nl * self.cfg["steps_per_ml"] + 500000) // 1000000
+        if not 1 <= steps <= MAX_STROKE_STEPS:
+            self.last_stroke = {"n": n, "steps": steps, "res": "unknown"}
+            return "unknown"  # a configuration error: nothing moves
+        base = self.hx.read()
+        peak = base
+        overran = False
+        self.dir.value(1)
+        self.en.value(pins.EN_N_ACTIVE)
+        try:
+            time.sleep_us(ENABLE_SETTLE_US)
+            start = time.ticks_ms()
+            limit = steps * 1000 // STEP_HZ + STROKE_MARGIN_MS
+            self.burst.start(steps)
+            while not self.burst.done():
+                if time.ticks_diff(time.ticks_ms(), start) > limit:
+                    overran = True
+                    self.burst.abort()
+                    break
+                if self.hx.ready():
+                    v = self.hx.read(0)
+                    if v is not None and (peak is None or v > peak):
+                        peak = v
+                time.sleep_ms(1)
+            made = -1 if overran else self.burst.made(steps)
+        finally:
+            self.en.value(1 - pins.EN_N_ACTIVE)  # released after every stroke
+        after = self.hx.read()
+        if after is not None and (peak is None or after > peak):
+            peak = after
+        res = classify(steps, made, base, peak, self.cfg["min_rise"], self.cfg["occlusion_rise"])
+        self.last_stroke = {"n": n, "steps": steps, "made": made, "base": base, "peak": peak,
+                            "res": res}
+        return res
+
+    def empty_switch(self):
+        if self.switch_override is not None:
+            return self.switch_override
+        return self.empty.value() == pins.EMPTY_SWITCH_ACTIVE
+
+    def inject(self, fault, count, switch):
+        """Dev builds only (``"dev": 1`` in ``/data/board.json``), for HIL runs on a
+        bench board: the next ``count`` strokes report ``fault`` without moving
+        (``hang``: never return); ``switch`` 0/1 overrides the empty switch, 2
+        leaves it."""
+        self.fault = fault
+        self.fault_count = count
+        if switch != 2:
+            self.switch_override = bool(switch)
+
+    # ------------------------------------------------------------------ power
+    def battery_mv(self):
+        top, bottom = pins.BATTERY_ADC_DIVIDER
+        return _adc_mv(self.battery_adc) * (top + bottom) // bottom
+
+    def supply_mv(self):
+        top, bottom = pins.VSYS_ADC_DIVIDER
+        return _adc_mv(self.vsys_adc) * (top + bottom) // bottom
+
+    def battery_low(self):
+        """True below ``BATTERY_LOW_MV`` until the battery is back over
+        ``BATTERY_OK_MV`` (hysteresis: no alarm chatter)."""
+        mv = self.battery_mv()
+        if mv < BATTERY_LOW_MV:
+            self.battery_is_low = True
+        elif mv > BATTERY_OK_MV:
+            self.battery_is_low = False
+        return self.battery_is_low
+
+    # ------------------------------------------------------------------ clocks
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return time.ticks_diff(a, b)
+
+    def rtc_now(self):
+        return self.rtc.now_ms()
+
+    def rtc_set(self, utc_ms):
+        self.rtc.set_ms(utc_ms)
+
+    def rtc_skew(self, ms):
+        now = self.rtc.now_ms()
+        if now is not None:
+            self.rtc.set_ms(now + ms)
+
+    # ------------------------------------------------------------------ people
+    def provisioning(self):
+        return self.buttons[2][3] == 1
+
+    def button_presses(self):
+        """Names of the buttons pressed since the last call (``ack``, ``bolus``)."""
+        out = []
+        for b in self.buttons[:2]:
+            while b[5] > 0:
+                b[5] -= 1
+                out.append(b[0])
+        return out
+
+    def annunciate(self, level):
+        self.ann.set(level)
+
+    # ------------------------------------------------------------------ system
+    def reset_cause(self):
+        return self._cause
+
+    def random(self, n):
+        return os.urandom(n)
+
+    def device_id(self):
+        return "".join(["%02x" % b for b in machine.unique_id()])
+
+    def manifest(self):
+        from itb import manifest
+
+        return manifest.digest(FLASH_ROOT, _listdir, _isdir, _size)
+
+    def watchdog(self, timeout_ms):
+        """Start the watchdog; ValueError unless 1 <= timeout_ms <= 8388 (RP2040)."""
+        if type(timeout_ms) is not int or not 1 <= timeout_ms <= WDT_MAX_MS:
+            raise ValueError("watchdog timeout must be 1..%d ms (RP2040), not %r"
+                             % (WDT_MAX_MS, timeout_ms))
+        return Watchdog(timeout_ms, self.heartbeat)
+
+    def maintenance(self):
+        """SR-27: a Pico watchdog cannot stop, so MAINTENANCE is a boot of its own:
+        the flag file, then a reset once the answer has gone out."""
+        f = open(MAINTENANCE_FLAG, "w")
+        try:
+            f.write("deploy\n")
+        finally:
+            f.close()
+        self.annunciate("high")
+        self._reset_timer = machine.Timer(-1, mode=machine.Timer.ONE_SHOT,
+                                          period=MAINTENANCE_RESET_MS,
+                                          callback=lambda t: machine.reset())
+
+    def status(self):
+        """Board figures for ``status`` (mV, the last stroke's measurement)."""
+        return {"battery_mv": self.battery_mv(), "supply_mv": self.supply_mv(),
+                "last_stroke": self.last_stroke}
+
+
+def classify(steps, made, base, peak, min_rise, occlusion_rise):
+    """A stroke's outcome from its measurement: ``made`` steps of ``steps`` (-1:
+    the burst overran its time), load-cell counts before (``base``) and at most
+    during and after (``peak``; None: no reading)."""
+    if made < 0 or base is None or peak is None:
+        return "unknown"
+    if made < steps:
+        return "stall"
+    rise = peak - base
+    if rise >= occlusion_rise:
+        return "occlusion"
+    if rise < min_rise:
+        return "stall"
+    return "ok"
+
+
+def _adc_mv(adc):
+    total = 0
+    for _ in range(8):
+        total += adc.read_u16()
+    return total // 8 * ADC_FULL_MV // 65535
+
+
+def _listdir(path):
+    return os.listdir(path or "/")
+
+
+def maintenance_boot(board):
+    """True when this boot is a MAINTENANCE boot: the flag file exists (a deploy is
+    under way), or ACK and PROVISION are held at power-on."""
+    if _exists(MAINTENANCE_FLAG):
+        return True
+    for b in board.buttons:  # no timer tick yet: read the pins themselves
+        if b[0] in ("ack", "provision") and b[1].value() != b[2]:
+            return False
+    return True
+
+
+def run_maintenance(board):
+    """SR-27 MAINTENANCE boot: motor off, no watchdog, HIGH annunciation from the
+    timer, the REPL free (returns to it); the boot-loop count starts afresh."""
+    from app import clear_boots
+
+    board.en.value(1 - pins.EN_N_ACTIVE)
+    board.annunciate("high")
+    clear_boots(board.mount())
+    print("ITB MAINTENANCE: not dosing. Deploy with itbctl deploy, or remove /maintenance "
+          "and reset to leave.")
+
+
+def main(settings=None):
+    """Boot: MAINTENANCE, or the app with the watchdog (SR-27)."""
+    if settings is None:
+        settings = _read_json(BOARD_CONFIG)
+    board = Pico(settings)
+    if maintenance_boot(board):
+        run_maintenance(board)
+        return board
+    from app import App
+
+    board.mount()
+    app = App(board)
+    board.serial = UsbSerial()
+    asyncio.run(app.run())
+    return board  # pragma: no cover - app.run() returns only by an exception
