@@ -6,6 +6,7 @@ over the authenticated serial protocol.
     itbctl --port socket://127.0.0.1:7000 set-daily-dose 120ug
     itbctl --port PORT bolus --dose 50ug --duration 30min
     itbctl --port PORT log export --format trace --out board.jsonl
+    itbctl deploy --port /dev/ttyACM0 --dry-run      # then without --dry-run
 
 Commands follow the schema (``itb.commands``): every controller command has a
 subcommand (underscores become hyphens) whose options are its parameters, given
@@ -16,9 +17,9 @@ without a unit in its name takes a plain integer. Therapy changes are two-phase
 you confirm (``--yes`` for scripts). ``--json`` prints the board's results as
 JSON. A refusal exits with status 3 and its reason; a link failure with 2.
 
-Keys: ``--keys FILE`` (or ``ITBCTL_KEYS``), else ``~/.config/itbctl/keys/<device
-id>.json``; a key file must be private (mode 0600), ``keys provision`` creates
-one. ``--port`` defaults to ``ITBCTL_PORT``.
+Keys: ``--keys FILE`` (or ``ITBCTL_KEYS``; a folder: its ``<device id>.json``),
+else ``~/.config/itbctl/keys/<device id>.json``; a key file must be private (mode
+0600), ``keys provision`` creates one. ``--port`` defaults to ``ITBCTL_PORT``.
 """
 
 import argparse
@@ -286,31 +287,40 @@ class Session:
         if self.ns.json:
             print(json.dumps(obj, sort_keys=True), flush=True)
 
-    def connect(self, need_keys=True):
+    def need_port(self):
         if not self.ns.port:
             raise UsageError("no port: --port DEVICE|URL or ITBCTL_PORT (list them: itbctl"
                              " ports; a virtual board: itbsim board)")
-        b = link.Board(self.ns.port, timeout=self.ns.timeout)
+        return self.ns.port
+
+    def connect(self, need_keys=True):
+        b = link.Board(self.need_port(), timeout=self.ns.timeout)
         self.board = b
         info = b.hello()
         if need_keys:
-            path = self.key_path(info.get("dev"))
-            if self.ns.keys and not path.exists():
-                raise UsageError(f"no key file {path}")
-            try:
-                device, keys = link.load_keys(path)
-            except link.LinkError as e:
-                raise UsageError(str(e)) from None
-            if device and device != info.get("dev"):
-                raise UsageError(f"key file {path} is for board {device}, this is"
-                                 f" {info.get('dev')}")
-            b.keys = keys
+            b.keys = self.load_keys(info.get("dev"))
             b.hello()  # now authenticated under these keys
         return b
 
+    def load_keys(self, device):
+        """The role keys of board ``device`` (UsageError: no, a foreign or an open
+        key file)."""
+        path = self.key_path(device)
+        if self.ns.keys and not path.exists():
+            raise UsageError(f"no key file {path}")
+        try:
+            found, keys = link.load_keys(path)
+        except link.LinkError as e:
+            raise UsageError(str(e)) from None
+        if found and found != device:
+            raise UsageError(f"key file {path} is for board {found}, this is {device}")
+        return keys
+
     def key_path(self, device):
+        """``--keys``: a key file, or a folder of ``<device id>.json`` files."""
         if self.ns.keys:
-            return Path(self.ns.keys)
+            path = Path(self.ns.keys)
+            return path / f"{device}.json" if path.is_dir() else path
         return KEY_DIR / f"{device}.json"
 
     def close(self):
@@ -481,6 +491,33 @@ def cmd_hil(s):
     return 0 if report["passed"] else 1
 
 
+def cmd_deploy(s):
+    from host_tools import deploy, toolchain
+
+    port = s.need_port()
+    if not s.ns.dry_run and not s.ns.yes and not sys.stdin.isatty():
+        raise UsageError("deploy replaces the board's firmware and stdin is not a terminal:"
+                         " nothing was done (add --yes in scripts; --dry-run shows the steps)")
+
+    def confirm(question):
+        return input(question + " [y/N] ").strip().lower() in ("y", "yes")
+
+    d = deploy.Deployer(port, keys_for=s.load_keys, say=s.say, record=s.ns.record)
+    try:
+        result = d.run(dry_run=s.ns.dry_run, confirm=None if s.ns.yes else confirm)
+    except deploy.DeployError as e:
+        print(f"itbctl: {e}", file=sys.stderr)
+        return e.status
+    except toolchain.ToolError as e:
+        print(f"itbctl: {e}", file=sys.stderr)
+        return 1
+    if s.ns.dry_run:
+        s.emit([{"step": st.text, "argv": st.argv} for st in result])
+    else:
+        s.emit(result)
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # a usage error: 64, as the epilog says (not argparse's 2)
@@ -498,7 +535,8 @@ def parser():
     p.add_argument("--port", default=os.environ.get("ITBCTL_PORT"),
                    help="device path or pyserial URL (socket://host:port, rfc2217://...)")
     p.add_argument("--keys", default=os.environ.get("ITBCTL_KEYS"),
-                   help="key file (default ~/.config/itbctl/keys/<device id>.json)")
+                   help="key file, or a folder of <device id>.json key files (default"
+                   " ~/.config/itbctl/keys/<device id>.json)")
     p.add_argument("--role", choices=cmds.ROLES, help="send as this role (default: the"
                    " command's first role with a key)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
@@ -547,6 +585,24 @@ def parser():
     mp.add_argument("--interval", type=float, default=2.0,
                     help="seconds between polls (default %(default)s)")
     mp.add_argument("--count", type=int, default=0, help="stop after N polls (0: never)")
+    dp = command("deploy", "put the firmware on a Pico with mpremote: hello, .mpy ABI check,"
+                 " `maintenance` (service role; refused while the pump is RUNNING or at"
+                 " MIN_RATE: stop it first), stale code removed (never /data), copy, the"
+                 " manifest verified on the board, the deploy recorded, /maintenance removed,"
+                 " reset, the new fw checked in hello (README: Running on a Pico)")
+    dp.add_argument("--port", default=argparse.SUPPRESS,
+                    help="the Pico's serial device, e.g. /dev/ttyACM0 (mpremote reaches its REPL"
+                    " there)")
+    dp.add_argument("--dry-run", action="store_true", help="say hello, build, print every step"
+                    " and mpremote command line; change nothing")
+    dp.add_argument("--yes", action="store_true", default=argparse.SUPPRESS,
+                    help="do not ask before changing the board (scripts)")
+    dp.add_argument("--keys", default=argparse.SUPPRESS, help="key file, or a folder of <device"
+                    " id>.json key files (default ~/.config/itbctl/keys); the service key"
+                    " enters MAINTENANCE")
+    dp.add_argument("--record", help="append the deploy record (JSON line) here (default"
+                    " $XDG_STATE_HOME/itb-controller/deploys.jsonl, i.e."
+                    " ~/.local/state/itb-controller/deploys.jsonl)")
     hp = command("hil", "run the property machine against the board through the protocol"
                  " (dev build, every role key, the board's whole ledger; it reprograms the"
                  " board and steps its clock: use a fresh virtual board)")
@@ -559,7 +615,8 @@ def main(argv=None):
     ns = parser().parse_args(argv)
     s = Session(ns)
     handlers = {"ports": cmd_ports, "status": cmd_status, "alarms": cmd_alarms,
-                "program": cmd_program, "monitor": cmd_monitor, "hil": cmd_hil}
+                "program": cmd_program, "monitor": cmd_monitor, "hil": cmd_hil,
+                "deploy": cmd_deploy}
     try:
         if ns.command in handlers:
             return handlers[ns.command](s)
