@@ -473,6 +473,26 @@ def test_a_maintenance_boot_does_not_dose_or_start_the_watchdog(hw):
     assert (data / "boots").read_text().split() == []
 
 
+def test_a_normal_boot_turns_ctrl_c_off_before_the_store_boots(hw, monkeypatch):
+    """A 0x03 from the host (mpremote probing a busy board) must not interrupt a boot:
+    Ctrl-C is off before the app is even made."""
+    import app
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_app(board):
+        seen.append(list(hw.micropython.KBD_INTR))
+        raise Stop
+
+    monkeypatch.setattr(app, "App", fake_app)
+    with pytest.raises(Stop):
+        hw.board.main({})
+    assert seen == [[-1]]
+
+
 def test_maintenance_boot_needs_the_flag_or_both_buttons(hw):
     pico = make_pico(hw)
     assert not hw.board.maintenance_boot(pico)
@@ -492,10 +512,12 @@ def test_the_manifest_is_the_digest_of_the_flash_as_deployed(hw):
     flash = Path(hw.board.FLASH_ROOT)
     shutil.copytree(FIRMWARE / "itb", flash / "itb")
     shutil.copy(FIRMWARE / "main.py", flash / "main.py")
+    deployed = source_digest(flash)
     (flash / "data").mkdir()
     (flash / "data" / "keys").write_text("secret")
+    (flash / "data" / "stray.py").write_text("# state, not firmware\n")
     pico = make_pico(hw)
-    assert pico.manifest() == source_digest(flash)
+    assert pico.manifest() == deployed
     (flash / "itb" / "units.py").write_text("# changed\n")
     assert pico.manifest() != source_digest(FIRMWARE)
 

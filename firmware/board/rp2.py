@@ -613,7 +613,10 @@ def _adc_mv(adc):
 
 
 def _listdir(path):
-    return os.listdir(path or "/")
+    # the flash root without /data: a file there is state, never firmware
+    if path == FLASH_ROOT:
+        return [n for n in os.listdir(path or "/") if n != "data"]
+    return os.listdir(path)
 
 
 def maintenance_boot(board):
@@ -621,10 +624,11 @@ def maintenance_boot(board):
     under way), or ACK and PROVISION are held at power-on."""
     if _exists(MAINTENANCE_FLAG):
         return True
+    held = 0
     for b in board.buttons:  # no timer tick yet: read the pins themselves
-        if b[0] in ("ack", "provision") and b[1].value() != b[2]:
-            return False
-    return True
+        if b[0] in ("ack", "provision") and b[1].value() == b[2]:
+            held += 1
+    return held == 2
 
 
 def run_maintenance(board):
@@ -649,6 +653,9 @@ def main(settings=None):
         return board
     from app import App
 
+    import micropython
+
+    micropython.kbd_intr(-1)  # from here on a 0x03 on USB is data, not Ctrl-C (booting too)
     board.mount()
     app = App(board)
     board.serial = UsbSerial()
