@@ -39,7 +39,9 @@ SKIP_FILES = ("test_micropython", "test_firmware_subset", "test_verification_too
               # the virtual board (a MicroPython process per test): slow, and its dosing
               # is the same firmware/itb the host tests already run under each mutant
               "test_link", "test_hil", "test_fuzz_board", "test_app", "test_itbctl",
-              "test_deploy")
+              "test_deploy",
+              # the Pico adapter in the unix port (a compile and a 30-day run), the pin map
+              "test_board_micropython", "test_hardware")
 LAST_FILES = ("test_property_machine.py",)  # slowest killer last: -x stops earlier
 RULE = re.compile(r"^SR-\d+$")
 KILL = re.compile(r"^FAILED (\S+::\S+)")  # a test that ran and failed; not a collection ERROR
