@@ -277,3 +277,21 @@ def test_a_flooding_host_on_the_pty_does_not_wedge_the_launcher_or_the_next_host
         assert time.monotonic() - t0 < 3
         assert info["provisioning"] == 1
         assert vb.resets == {"exit": 0, "watchdog": 0, "power_cut": 0}
+
+
+@pytest.mark.sr("SR-26")
+def test_an_id_at_the_end_of_the_id_space_leaves_the_next_host_its_ids(board, virtual_board):
+    """Found by the attacker: one command (controller or board command) with id 2^31-1
+    from any keyed host left every later host, and the board's buttons, no id: even
+    an emergency stop was refused. Such ids are refused (ID_JUMP); a new session's
+    hello still offers usable ids and the emergency stop goes through."""
+    start_therapy(board)
+    keys = dict(board.keys)
+    for name, args, role in (("acknowledge", {"code": "all"}, "patient"),
+                             ("time_sync", {"utc_ms": 1_790_000_000_000}, "clinician")):
+        res = board.call(name, args, role=role, cid=0x7FFFFFFF, check=False)
+        assert res["reason"] == "ID_JUMP", res
+    board.close()
+    with link.Board(virtual_board.url, keys=keys, timeout=5) as b:
+        assert b.hello()["last_id"] < 1000
+        assert b.call("emergency_stop", role="clinician")["ok"]

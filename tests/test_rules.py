@@ -1115,6 +1115,25 @@ def test_sr28_battery_low_is_a_medium_alarm_that_never_changes_dosing():
     assert {"k": "battery", "t": HOUR, "low": 1} in [json.loads(x) for x in low.lines]
 
 
+@pytest.mark.sr("SR-26", "SR-14")
+def test_sr26_an_id_far_above_the_last_is_refused_and_the_id_space_stays_usable():
+    """Found by the attacker: one command with id 2^31-1 (any role) used up the id
+    space: every later command, an emergency stop included, had no id left. An id more
+    than ID_STEP_MAX above the highest taken is refused (one audit record, nothing
+    changed); the next ids still work, up to exactly ID_STEP_MAX above."""
+    from itb.controller import ID_MAX, ID_STEP_MAX
+
+    b = setup(D100)
+    top = b.ctrl.top_id()
+    for cid in (ID_MAX, top + ID_STEP_MAX + 1):
+        res = b.assert_refused("ID_JUMP", lambda cid=cid: b.send(
+            "acknowledge", {"code": "all"}, role="patient", cid=cid))
+        assert res["id"] == cid
+    assert b.send("acknowledge", {"code": "all"}, cid=top + ID_STEP_MAX)["ok"]
+    assert b.send("emergency_stop", {}, cid=top + ID_STEP_MAX + 1)["ok"]
+    assert b.state() == "EMERGENCY_STOPPED"
+
+
 @pytest.mark.sr("SR-19", "SR-15")
 def test_sr19_projected_low_reservoir_date_matches_the_alarm():
     b = setup(1_000_000)  # 2 mL/day at 500 ug/mL

@@ -92,6 +92,7 @@ FULL_RESULTS = 4  # ... the newest 4 whole; older ones without their effect (hea
 KEPT_FIELDS = ("ok", "reason", "message", "id", "name", "command", "hash", "allowed",
                "allowed_unit", "command_crc")
 ID_MAX = 0x7FFFFFFF
+ID_STEP_MAX = 65536  # SR-26: how far above the highest id so far a new one may be
 HEARTBEAT_MS = 15 * MINUTE_MS  # SR-23
 MAX_T = 1 << 47  # therapy clock range, ms (about 4400 years)
 FAULT_GAP_MIN_MS = HOUR_MS  # "Interruption": trailing max(1 h, two stroke intervals)
@@ -843,6 +844,16 @@ class Controller:
             res["replayed"] = 1
             self._audit(now, cid, name, res)
             return res
+        top = self.top_id()
+        if type(cid) is int and top + ID_STEP_MAX < cid <= ID_MAX:
+            # SR-26 (reading): ids increase by one per command, give or take lost ones;
+            # a jump to the end of the id space would leave no id for any later
+            # command, an emergency stop included (found by the attacker)
+            res = {"ok": 0, "reason": "ID_JUMP", "message": "command id %d is more than %d"
+                   " above the last (%d); use the next id" % (cid, ID_STEP_MAX, top),
+                   "id": cid, "name": name if type(name) is str else "?"}
+            self._audit(now, cid, name, res)
+            return res
         try:
             if type(now) is not int or now < self.last_now:
                 raise Refusal("CLOCK_BACKWARDS", "time earlier than the last (SR-23)")
@@ -929,6 +940,14 @@ class Controller:
             del self.seen[old]
             if old > self.id_floor:
                 self.id_floor = old
+
+    def top_id(self):
+        """The highest command id this controller has taken (0: none yet)."""
+        top = self.id_floor
+        for cid in self.seen:
+            if cid > top:
+                top = cid
+        return top
 
     def _audit(self, now, cid, name, res):
         # every field of a record is range-checked (SR-1): a peer's odd name, id or
