@@ -83,7 +83,7 @@ from pathlib import Path
 
 from itb import manifest
 
-from host_tools import link, toolchain
+from host_tools import link, pinmap, toolchain
 
 EXIT_FAILED = 1
 EXIT_REFUSED = 3
@@ -99,7 +99,7 @@ ENTRY = "main.py"  # copied as source: MicroPython runs /main.py at boot
 DATA = "data"  # the board's store, keys and boot counter: never touched
 FLAG = "maintenance"  # /maintenance: the board boots into MAINTENANCE while it exists
 DOSING = ("RUNNING", "MIN_RATE")
-MARK = "ITB "  # the line a board script answers on
+MARK = "ITB-JSON "  # the line a board script answers on (the MAINTENANCE banner says "ITB ")
 
 HELLO_TIMEOUT = 1.0  # s per hello attempt (a blank board answers nothing)
 HELLO_TRIES = 3  # a booting app gets a few seconds to answer before the REPL is tried
@@ -219,6 +219,12 @@ def build(dst, arch, src=toolchain.FIRMWARE):
                           " start the firmware")
     if dst.exists() and any(dst.iterdir()):
         raise DeployError(EXIT_FAILED, f"build folder {dst} is not empty")
+    if (src.parent / pinmap.PINS_TOML).is_file():  # a checkout: pins.py must be current
+        problems = pinmap.check_firmware(src.parent)
+        if problems:
+            raise DeployError(EXIT_FAILED, "the pin map is not ready for the firmware"
+                              " (python -m host_tools.pinmap --check):\n  "
+                              + "\n  ".join(problems))
     sources = [p for p in sorted(src.rglob("*.py"))
                if p.relative_to(src).as_posix() not in EXCLUDED + (ENTRY,)]
     toolchain.compile_firmware(dst, src, sources, arch)
@@ -242,6 +248,16 @@ def stale_files(remote, files):
     return sorted(out)
 
 
+def stale_dirs(remote_dirs, files):
+    """The folders of ``remote_dirs`` (flash-relative) the build's ``files`` do not
+    need, deepest first (removed after the stale files: an old package folder would
+    shadow a module of the same name, found by the attacker). Never ``data``."""
+    keep = set(folders(files))
+    out = [d.strip("/") for d in remote_dirs]
+    out = [d for d in out if d not in keep and d != DATA and not d.startswith(DATA + "/")]
+    return sorted(out, key=lambda d: (-d.count("/"), d))
+
+
 def folders(files):
     """The folders ``files`` need on the flash, parents first (``["board", "itb"]``)."""
     out = set()
@@ -254,7 +270,7 @@ def folders(files):
 
 # ---------------------------------------------------------------------- board scripts
 # Run with ``mpremote exec`` on the board (MicroPython); each prints one line
-# ``ITB <json>``. ``R`` is the flash root ("" on a board; the tests run the same
+# ``ITB-JSON <json>``. ``R`` is the flash root ("" on a board; the tests run the same
 # scripts in the unix port on a folder by replacing that first line).
 ROOT_LINE = 'R = ""\n'
 
@@ -271,30 +287,32 @@ try:
     dev = "".join(["%02x" % b for b in machine.unique_id()])
 except Exception:
     dev = None
-print("ITB", json.dumps({"mpy": getattr(i, "_mpy", 0), "dev": dev,
+print("ITB-JSON", json.dumps({"mpy": getattr(i, "_mpy", 0), "dev": dev,
       "upy": "%d.%d.%d" % (i.version[0], i.version[1], i.version[2]),
       "machine": getattr(i, "_machine", ""), "flag": has("/maintenance"),
       "app": has("/main.py")}))
 """
 
 LIST = ROOT_LINE + """import os, json
-def walk(d, out):
+def walk(d, out, dirs):
     for e in os.ilistdir((R + d) or "/"):
         p = d + "/" + e[0]
         if e[1] & 0x4000:
             if p != "/data":
-                walk(p, out)
+                dirs.append(p[1:])
+                walk(p, out, dirs)
         elif p.endswith(".py") or p.endswith(".mpy"):
             out.append(p[1:])
-    return out
-print("ITB", json.dumps(walk("", [])))
+files, dirs = [], []
+walk("", files, dirs)
+print("ITB-JSON", json.dumps({"files": files, "dirs": dirs}))
 """
 
 DIGEST = ROOT_LINE + """import os, json
 from itb import manifest
 def ls(p):
     return os.listdir(p.rstrip("/") or "/")
-print("ITB", json.dumps(manifest.digest(R, ls, lambda p: os.stat(p)[0] & 0x4000 != 0,
+print("ITB-JSON", json.dumps(manifest.digest(R, ls, lambda p: os.stat(p)[0] & 0x4000 != 0,
                                         lambda p: os.stat(p)[6])))
 """
 
@@ -307,7 +325,7 @@ for d in {tuple(dirs)!r}:
         os.mkdir(R + "/" + d)
     except OSError:
         pass
-print("ITB", 1)
+print("ITB-JSON", 1)
 """
 
 
@@ -319,7 +337,10 @@ def script_answer(text):
     there is none: the script did not run to its end)."""
     for line in text.splitlines():
         if line.startswith(MARK):
-            return json.loads(line[len(MARK):])
+            try:
+                return json.loads(line[len(MARK):])
+            except ValueError:
+                break
     raise MpremoteError(f"the board script gave no answer: {text.strip()[-300:]!r}")
 
 
@@ -331,9 +352,14 @@ def mpremote(port, *args):
     return [sys.executable, "-m", "mpremote", "connect", port, "resume", *args]
 
 
-def remove_argv(port, stale):
-    """``fs rm`` of the flash-relative paths ``stale`` (one mpremote run)."""
-    return mpremote(port, "fs", "rm", *[":" + p for p in stale])
+def remove_argv(port, stale, dirs=()):
+    """``fs rm`` of the flash-relative paths ``stale``, then ``fs rmdir`` of the
+    folders ``dirs`` in order (one mpremote run; a folder still holding other files
+    makes it fail: the board stays in MAINTENANCE)."""
+    args = ["fs", "rm", *[":" + p for p in stale]] if stale else []
+    for d in dirs:
+        args += (["+"] if args else []) + ["fs", "rmdir", ":" + d]
+    return mpremote(port, *args)
 
 
 def copy_argv(port, build_dir, files):
@@ -625,14 +651,16 @@ class Deployer:
 
     def _list(self, step, ctx):
         remote = self.exec_script(LIST, "list")
-        ctx["stale"] = stale_files(remote, ctx["files"])
+        ctx["stale"] = stale_files(remote["files"], ctx["files"])
+        ctx["stale_dirs"] = stale_dirs(remote["dirs"], ctx["files"])
 
     def _remove(self, step, ctx):
-        if not ctx["stale"]:
-            self.say("   no stale code files")
+        if not ctx["stale"] and not ctx["stale_dirs"]:
+            self.say("   no stale code files or folders")
             return
-        self.say("   " + " ".join(ctx["stale"]))
-        self.mpremote(remove_argv(self.port, ctx["stale"]), "remove stale files")
+        self.say("   " + " ".join(ctx["stale"] + [d + "/" for d in ctx["stale_dirs"]]))
+        self.mpremote(remove_argv(self.port, ctx["stale"], ctx["stale_dirs"]),
+                      "remove stale files and folders")
 
     def _mkdir(self, step, ctx):
         self.mpremote(step.argv, "make folders")

@@ -89,6 +89,13 @@ class FakePico:
         if words[1] == "touch":
             (self.flash / words[2][1:]).touch()
             return True, ""
+        if words[1] == "rmdir":
+            for path in words[2:]:
+                try:
+                    (self.flash / path[1:]).rmdir()
+                except OSError as e:
+                    return False, f"rmdir: {e}\n"
+            return True, ""
         if words[1] == "rm":
             for path in words[2:]:
                 target = self.flash / path[1:]
@@ -116,7 +123,7 @@ class FakePico:
             facts = deploy.script_answer(proc.stdout)
             facts.update(mpy=self.mpy, upy=self.upy, dev="e66141040396592b",
                          machine="Raspberry Pi Pico with RP2040")
-            return True, "ITB " + json.dumps(facts) + "\n"
+            return True, deploy.MARK + json.dumps(facts) + "\n"
         return True, proc.stdout
 
 
@@ -263,6 +270,19 @@ def test_the_build_is_main_py_as_source_and_mpy_for_the_rest(firmware_src, tmp_p
         deploy.build(tmp_path / "c", "armv6m", firmware_src)
 
 
+def test_a_stale_pins_py_is_never_deployed(tmp_path):
+    """Found by the attacker: the build shipped whatever pins.py was there."""
+    root = tmp_path / "repo"
+    shutil.copytree(toolchain.FIRMWARE, root / "firmware",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(toolchain.FIRMWARE.parent / "hardware", root / "hardware")
+    pins = root / "firmware" / "board" / "pins.py"
+    pins.write_text(pins.read_text().replace("STEP = 2", "STEP = 3"))
+    with pytest.raises(deploy.DeployError, match="pins.py is stale"):
+        deploy.build(tmp_path / "b", "armv6m", root / "firmware")
+    assert not (tmp_path / "b").exists()
+
+
 def test_stale_files_never_include_data_and_folders_come_parents_first():
     remote = ["main.py", "app.py", "boot.py", "data/keys.py", "data", "/lib/x.mpy",
               "itb/units.mpy", "notes.txt"]
@@ -316,6 +336,50 @@ def test_a_whole_deploy_removes_stale_code_keeps_data_and_leaves_maintenance_las
     assert line == record and line["old_fw"] == old_fw and line["device"] == "e66141040396592b"
     assert line["mpy_cross"].startswith("MicroPython v") and line["arch"] == "armv6m"
     assert f"deployed: board e66141040396592b runs fw {digest[:12]}" in said[-1]
+
+
+def test_an_old_package_folder_that_would_shadow_a_module_is_removed(firmware_src, tmp_path):
+    """Found by the attacker: an old layout's ``app/`` folder survived a verified deploy
+    (the manifest ignores empty folders) and shadowed ``app.mpy``: the board could not
+    boot. Folders the build does not need are removed after their code files."""
+    flash = old_flash(tmp_path / "flash", {"app/__init__.py": "old", "app/core.py": "old",
+                                           "old/deep/x.mpy": "old"})
+    pico = FakePico(flash)
+    deployer(pico, firmware_src, tmp_path, []).run()
+    assert not (flash / "app").exists() and not (flash / "old").exists()
+    rm = [args for args in pico.calls if args[:2] == ["fs", "rm"] and len(args) > 3][0]
+    assert rm[rm.index("rmdir") - 2:] == ["+", "fs", "rmdir", ":old/deep", "+", "fs", "rmdir",
+                                          ":app", "+", "fs", "rmdir", ":old"]
+    assert deploy.stale_dirs(["app", "data", "data/ledger", "itb", "old", "old/deep"],
+                             ["itb/x.mpy", "main.py"]) == ["old/deep", "app", "old"]
+
+
+def test_a_folder_holding_other_files_stops_the_deploy_in_maintenance(firmware_src, tmp_path):
+    flash = old_flash(tmp_path / "flash", {"app/__init__.py": "old", "app/notes.txt": "keep"})
+    pico = FakePico(flash)
+    with pytest.raises(link.LinkError):
+        deployer(pico, firmware_src, tmp_path, []).run()
+    assert (flash / "maintenance").exists() and (flash / "app" / "notes.txt").exists()
+
+
+def test_a_code_file_under_data_neither_goes_nor_fails_the_verification(firmware_src,
+                                                                        tmp_path):
+    """Found by the attacker: a ``.py`` under /data counted in the on-board digest, so
+    every deploy failed verification (the board stuck in MAINTENANCE)."""
+    flash = old_flash(tmp_path / "flash")
+    (flash / "data" / "bench_notes.py").write_text("# notes\n")
+    record = deployer(FakePico(flash), firmware_src, tmp_path, []).run()
+    assert (flash / "data" / "bench_notes.py").exists()
+    assert record["new_fw"] == toolchain.source_digest(flash)
+
+
+def test_a_board_script_answer_is_its_own_line_not_the_banner():
+    """Found by the attacker: the MAINTENANCE banner starts "ITB " like the answers did."""
+    banner = "ITB MAINTENANCE: not dosing. Deploy with itbctl deploy\n"
+    assert deploy.script_answer(banner + deploy.MARK + '{"a": 1}\n') == {"a": 1}
+    for text in (banner, deploy.MARK + "{not json\n"):
+        with pytest.raises(deploy.MpremoteError):
+            deploy.script_answer(text)
 
 
 def test_a_blank_board_gets_the_flag_before_any_copy(firmware_src, tmp_path):

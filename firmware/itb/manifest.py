@@ -3,13 +3,16 @@ host computes the same from a checkout or a deploy folder to compare).
 
 SHA-256 over every ``.py`` and ``.mpy`` file under a root, in sorted path order,
 each as ``path NUL size NUL content``; paths are relative with ``/`` separators.
-Hidden entries and ``__pycache__`` are skipped. Runs under MicroPython.
+Hidden entries, ``__pycache__`` and the board's state directory ``data`` at the
+root (the store and keys: never firmware, and a stray ``.py`` there must not make a
+verified deploy fail) are skipped. Runs under MicroPython.
 """
 
 import binascii
 import hashlib
 
 SUFFIXES = (".py", ".mpy")
+STATE_DIR = "data"  # /data on a board: state, not firmware
 
 
 def files(root, listdir, isdir, prefix=""):
@@ -18,7 +21,7 @@ def files(root, listdir, isdir, prefix=""):
     out = []
     base = root + "/" + prefix if prefix else root
     for name in sorted(listdir(base)):
-        if name.startswith(".") or name == "__pycache__":
+        if name.startswith(".") or name == "__pycache__" or (not prefix and name == STATE_DIR):
             continue
         rel = prefix + name
         if isdir(root + "/" + rel):
