@@ -194,6 +194,49 @@ def _check_pin_fields(name, pin):
                                 f"{', '.join(allowed[field])}")
         elif not isinstance(pin[field], str) or not pin[field].strip():
             problems.append(f"{where}: must be a non-empty string")
+        elif not pin[field].isprintable():
+            # part and purpose reach pins.py as comments: a newline would be code
+            problems.append(f"{where}: must be one line of printable text")
+    return problems
+
+
+# What the firmware (firmware/board/rp2.py and pio_step.py) needs of each pin: a map
+# the chip accepts but the adapter cannot drive safely is refused too (found by the
+# attacker: EN_N active high with a pull-down would enable the motor in reset).
+# name -> {field: required value}
+REQUIRED = {
+    "STEP": {"function": "pio", "direction": "out", "active": "high"},
+    "DIR": {"function": "sio", "direction": "out"},
+    "EN_N": {"function": "sio", "direction": "out", "active": "low", "pull": "external_up"},
+    "DIAG": {"function": "pio", "direction": "in", "active": "high"},
+    "HX711_DOUT": {"function": "sio", "direction": "in"},
+    "HX711_SCK": {"function": "sio", "direction": "out"},
+    "EMPTY_SWITCH": {"function": "sio", "direction": "in"},
+    "BTN_ACK": {"function": "sio", "direction": "in"},
+    "BTN_BOLUS": {"function": "sio", "direction": "in"},
+    "BTN_PROVISION": {"function": "sio", "direction": "in"},
+    "BUZZER": {"function": "pwm", "direction": "out"},
+    "HEARTBEAT": {"function": "sio", "direction": "out"},
+    "LED": {"function": "pwm", "direction": "out"},
+    "BATTERY_ADC": {"function": "adc"},
+    "VSYS_ADC": {"function": "adc"},
+}
+
+
+def check_firmware_needs(pinmap):
+    """Every pin the board adapter uses exists with the function, direction, active
+    level and pull it drives it with (``REQUIRED``)."""
+    pins = _pins(pinmap)
+    problems = []
+    for name, need in REQUIRED.items():
+        pin = pins.get(name)
+        if not isinstance(pin, dict):
+            problems.append(f"pins.{name}: missing (firmware/board/rp2.py uses it)")
+            continue
+        for field, value in need.items():
+            if pin.get(field) != value:
+                problems.append(f"pins.{name}.{field}: must be {value!r} (the firmware "
+                                f"drives it so), not {pin.get(field)!r}")
     return problems
 
 
@@ -396,7 +439,8 @@ def _generated_names(pinmap):
 
 
 CHECKS = (check_structure, check_unique_gpios, check_functions, check_board_pins, check_pwm,
-          check_buses, check_analog, check_wokwi_table, check_generated_names)
+          check_buses, check_analog, check_wokwi_table, check_generated_names,
+          check_firmware_needs)
 
 
 def validate(pinmap):
@@ -660,10 +704,11 @@ def _layout(pinmap):
 
 
 def render(pinmap, path):
-    """Draw the wiring as an SVG at ``path``: the Pico's GPIOs as a column on the left,
-    the parts as boxes on the right, a line per connection labelled ``NAME (GPn)``;
-    the board's own pins are labelled inside the Pico column. Deterministic for a given
-    matplotlib version (fixed hash salt, no date, text kept as text)."""
+    """Draw the wiring at ``path`` (SVG; PNG if it ends in ``.png``): the Pico's GPIOs
+    as a column on the left, the parts as boxes on the right, a line per connection
+    labelled ``NAME (GPn)``; the board's own pins are labelled inside the Pico column.
+    Deterministic for a given matplotlib version (fixed hash salt, no date, text kept
+    as text)."""
     import matplotlib
     from matplotlib.figure import Figure
 
@@ -684,7 +729,10 @@ def render(pinmap, path):
         for i, function in enumerate(("sio", "pio", "pwm", "i2c0_sda", "adc")):
             ax.text(30 + 7 * i, rows, function[:3], color=FUNCTION_COLOURS[function],
                     va="center")
-        fig.savefig(path, format="svg", metadata={"Date": None})
+        if str(path).endswith(".png"):  # a picture to look at; the README embeds the SVG
+            fig.savefig(path, format="png", dpi=110)
+        else:
+            fig.savefig(path, format="svg", metadata={"Date": None})
 
 
 def _draw_pico(ax, by_gpio, pins):
@@ -729,6 +777,14 @@ def _stale(root, rel, expected, what):
                                      str(rel), "generated", lineterm="", n=1))
     shown = "\n    ".join(diff[:20] + (["..."] if len(diff) > 20 else []))
     return [f"{rel} is stale ({what}): run python -m host_tools.pinmap --write\n    {shown}"]
+
+
+def check_firmware(root):
+    """What keeps the firmware from using the map under repository ``root``: an
+    invalid map or a stale pins.py (``itbctl deploy`` refuses to build on them)."""
+    pinmap = load(root / PINS_TOML)
+    return validate(pinmap) or _stale(root, PINS_PY, pins_py(pinmap),
+                                      "differs from hardware/pins.toml")
 
 
 def check_all(root):

@@ -184,6 +184,17 @@ BROKEN = [
     ("external pin without a Wokwi endpoint", _delete("wokwi", "STEP"), "wokwi.STEP: missing"),
     ("generated names collide", _add_pin("LED_PULL", gpio=15),
      "pins.LED_PULL: generates LED_PULL, which pins.LED also generates"),
+    # found by the attacker: a newline in a comment field became code in pins.py
+    ("a newline in a text field", _set("pins", "LED", part="status LED\nEN_N = 2  #"),
+     "pins.LED.part: must be one line of printable text"),
+    # found by the attacker: maps the chip accepts but the adapter cannot drive safely
+    ("the driver enabled in reset", _set("pins", "EN_N", active="high", pull="down"),
+     "pins.EN_N.active: must be 'low'"),
+    ("no driver fault input", _delete("pins", "DIAG"), "pins.DIAG: missing"),
+    ("a fault input the step program reads inverted", _set("pins", "DIAG", active="low"),
+     "pins.DIAG.active: must be 'high'"),
+    ("STEP not on a state machine", _set("pins", "STEP", function="sio"),
+     "pins.STEP.function: must be 'pio'"),
 ]
 
 
