@@ -68,7 +68,7 @@ import sys
 from itb import commands as cmds
 from itb import protocol as pr
 from itb import store as durable
-from itb.controller import MAINTENANCE, command_crc
+from itb.controller import ID_STEP_MAX, MAINTENANCE, command_crc
 
 from board.ticks import TherapyClock
 
@@ -256,6 +256,7 @@ class App:
         self.started_ms = self.clock.real.now_ms
         self.stable = False
         self.level = None
+        self.inputs = {}  # the board inputs last sent to the runner (switch, battery)
 
     # ------------------------------------------------------------------ time
     def now(self):
@@ -279,28 +280,22 @@ class App:
                              self.health_task())
 
     async def runner_task(self):
-        switch = None
-        battery = None
-        board = self.board
         while True:
             now = self.now()
             self.beat["runner"] = self.clock.real.now_ms
             if self.runner.powered and not self.stepping:
-                on = bool(board.empty_switch())
-                if on != switch:
-                    switch = on
-                    self.runner.empty_switch(now, on)
-                if hasattr(board, "battery_low"):
-                    low = bool(board.battery_low())
-                    if low != battery:
-                        battery = low
-                        self.runner.battery(now, low)
-                if hasattr(board, "button_presses"):
-                    for name in board.button_presses():
-                        self.button(name, now)
                 due = self.runner.next_wake()
-                if 0 <= due <= now:
-                    self.runner.advance(now)
+                while 0 <= due <= now and not self.stepping:
+                    # one wake-up at a time, the other tasks in between: a stroke on a
+                    # Pico blocks for its burst and sensor reads, so a backlog must not
+                    # run as one call past the watchdog (found by the attacker); the
+                    # inputs below come after it (each input would catch up at once)
+                    self.runner.advance(due)
+                    self.beat["runner"] = self.clock.real.read()
+                    await asyncio.sleep(0)
+                    due = self.runner.next_wake()
+                if not self.stepping:
+                    self._poll_inputs(now)
                     due = self.runner.next_wake()
             else:  # pragma: no cover - only a stroke's power cut powers the runner off
                 due = -1
@@ -399,6 +394,23 @@ class App:
                 clear_boots(self.board.fs)  # SR-27: a stable run ends a boot loop
             await asyncio.sleep(min(1000, timeout // 4) / 1000)
 
+    def _poll_inputs(self, now):
+        # the syringe-empty switch, the battery monitor and the buttons, as runner
+        # inputs when they change (``switch`` / ``battery``: the last values sent)
+        board = self.board
+        on = bool(board.empty_switch())
+        if on != self.inputs.get("switch"):
+            self.inputs["switch"] = on
+            self.runner.empty_switch(now, on)
+        if hasattr(board, "battery_low"):
+            low = bool(board.battery_low())
+            if low != self.inputs.get("battery"):
+                self.inputs["battery"] = low
+                self.runner.battery(now, low)
+        if hasattr(board, "button_presses"):
+            for name in board.button_presses():
+                self.button(name, now)
+
     def button(self, name, now):
         """A debounced press on the board: ``ack`` acknowledges every alarm,
         ``bolus`` asks for a patient bolus (SR-29: the controller applies dose,
@@ -451,6 +463,12 @@ class App:
         elif msg["id"] in self.board_seen:  # a retry: the recorded result, not again
             res = dict(self.board_seen[msg["id"]])
             res["replayed"] = 1
+        elif msg["id"] > self._hello()["last_id"] + ID_STEP_MAX:
+            # the controller's SR-26 id rule for board commands too: a jump to the end
+            # of the id space would leave the next host no id to use
+            res = {"id": msg["id"], "name": cmds.shown(name), "ok": 0, "reason": "ID_JUMP",
+                   "message": "command id %d is more than %d above the last; use the next"
+                   " id" % (msg["id"], ID_STEP_MAX)}
         else:
             step = []
             res = self.board_command(name, role, args, step)
@@ -499,6 +517,16 @@ class App:
             return pr.seal(pr.REFUSAL, "", pr.dumps({
                 "ok": 0, "reason": "NOT_PROVISIONING",
                 "message": "hold the provisioning button to provision keys"}))
+        state = self.runner.ctrl.state
+        if self.keys and state != "UNPROGRAMMED":
+            # a pump with keys and a therapy is not re-keyed by whoever holds the
+            # button (found by the attacker): the new holder would be its clinician.
+            # Lost keys: a MAINTENANCE boot and removing /data/keys (service work)
+            self.refused["NOT_PROVISIONING"] = self.refused.get("NOT_PROVISIONING", 0) + 1
+            return pr.seal(pr.REFUSAL, "", pr.dumps({
+                "ok": 0, "reason": "NOT_PROVISIONING",
+                "message": "this board has keys and is %s: it is re-keyed only when"
+                " UNPROGRAMMED" % state}))
         try:
             kind, _role, body = pr.opened(payload)
             keys = pr.keys_from(body)

@@ -158,6 +158,16 @@ def test_the_load_cell_confirms_the_stroke(hw, per_step, outcome):
 
 
 @pytest.mark.sr("SR-4", "SR-26")
+def test_a_load_cell_that_dies_during_the_stroke_makes_it_unknown(hw):
+    """Found by the attacker: the burst completed but the sensor went silent after the
+    baseline; that was a ``stall`` (not delivered) though the plunger moved."""
+    pico = make_pico(hw)
+    hw.machine.listen(hw.pins.STEP, lambda pin, level: level and pico.load.dev.kill())
+    assert pico.stroke(1, 2000, 0) == "unknown"
+    assert pico.load.steps == expected_steps(2000, hw.board.STEPS_PER_ML)
+
+
+@pytest.mark.sr("SR-4", "SR-26")
 def test_no_sensor_reading_is_an_unknown_outcome_and_the_stroke_still_moves(hw):
     pico = make_pico(hw)
     pico.load.dev.kill()
@@ -177,17 +187,60 @@ def test_a_stuck_burst_is_aborted_on_time_and_the_next_stroke_works(hw):
     assert limit < hw.clock.ms - t0 <= limit + hw.board.STROKE_MARGIN_MS + 400
     assert "set(pins, 0)" in sm.executed
     assert hw.machine.PINS[hw.pins.EN_N].level == 1 - hw.pins.EN_N_ACTIVE
-    sm.hang = False
-    sm.tx.clear()
+    sm.hang = False  # the machine runs again: the stuck word must not run with it
+    before = pico.load.steps
+    assert pico.stroke(2, 2000, 0) == "ok"
+    assert pico.load.steps - before == expected_steps(2000, hw.board.STEPS_PER_ML)
+    assert sm.tx == [] and sm.rx == []
+
+
+def test_a_stale_word_in_the_step_machine_stops_the_stroke_before_it_moves(hw):
+    """Found by the attacker: a word left in the RX FIFO (an exception mid-stroke, a
+    late push) made the next stroke end at once and release the driver while its
+    burst still ran. The machine must be idle: else no move, ``stall``, FIFOs cleared."""
+    pico = make_pico(hw)
+    sm = hw.rp2.MACHINES[0]
+    sm.rx.append(0xFFFFFFFF)
+    assert pico.stroke(1, 2000, 0) == "stall"
+    assert pico.load.steps == 0 and sm.rx == []
     assert pico.stroke(2, 2000, 0) == "ok"
 
 
+def _max_nl(hw):
+    """The largest stroke volume that still rounds to MAX_STROKE_STEPS steps."""
+    spm = hw.board.STEPS_PER_ML
+    return ((hw.board.MAX_STROKE_STEPS * 2 + 1) * 1_000_000 // 2 - 1) // spm
+
+
+@pytest.mark.sr("SR-4")
+@pytest.mark.parametrize("extra_nl, moves", [(0, True), (1, False)])
+def test_the_longest_stroke_moves_and_one_nl_more_is_a_stall(hw, extra_nl, moves):
+    """Found by the attacker: a stroke the adapter refuses to move was "unknown"
+    (counted as delivered by the controller): it is a ``stall`` (not delivered, HIGH)."""
+    pico = make_pico(hw, per_step=0)
+    res = pico.stroke(1, _max_nl(hw) + extra_nl, 0)
+    assert pico.load.steps == (hw.board.MAX_STROKE_STEPS if moves else 0)
+    assert res == "stall"  # per_step 0: the load cell saw no push either way
+    if not moves:
+        assert not [e for e in hw.machine.LOG if e[0] == "sm_put"]
+
+
 @pytest.mark.parametrize("volume_nl", [0, 1, 10**9])
-def test_a_stroke_outside_the_step_range_moves_nothing(hw, volume_nl):
+def test_a_stroke_outside_the_step_range_moves_nothing_and_is_a_stall(hw, volume_nl):
     pico = make_pico(hw)
-    assert pico.stroke(1, volume_nl, 0) == "unknown"
+    assert pico.stroke(1, volume_nl, 0) == "stall"
     assert pico.load.steps == 0
     assert not [e for e in hw.machine.LOG if e[0] == "sm_put"]
+
+
+@pytest.mark.sr("SR-27")
+def test_the_longest_stroke_fits_well_inside_the_watchdog(hw):
+    """Found by the attacker: a stroke blocks the loop; the longest one, with both
+    sensor reads at their timeout and the margin, takes at most half the watchdog."""
+    b = hw.board
+    worst_ms = (b.MAX_STROKE_STEPS * 1000 // b.STEP_HZ + 2 * b.HX711_TIMEOUT_MS
+                + b.STROKE_MARGIN_MS + b.ENABLE_SETTLE_US // 1000 + 1)
+    assert worst_ms <= b.Pico.WATCHDOG_MS // 2
 
 
 def test_an_exception_during_a_stroke_still_releases_the_driver(hw, monkeypatch):
@@ -483,7 +536,7 @@ def test_a_normal_boot_turns_ctrl_c_off_before_the_store_boots(hw, monkeypatch):
     class Stop(Exception):
         pass
 
-    def fake_app(board):
+    def fake_app(board, config=None):
         seen.append(list(hw.micropython.KBD_INTR))
         raise Stop
 
@@ -522,23 +575,60 @@ def test_the_manifest_is_the_digest_of_the_flash_as_deployed(hw):
     assert pico.manifest() != source_digest(FIRMWARE)
 
 
-def test_settings_override_only_known_non_negative_integers(hw):
-    pico = make_pico(hw, steps_per_ml=5000, min_rise=-1, bogus=3, occlusion_rise="x")
-    assert pico.cfg["steps_per_ml"] == 5000
-    assert pico.cfg["min_rise"] == hw.board.MIN_RISE
-    assert pico.cfg["occlusion_rise"] == hw.board.OCCLUSION_RISE
-    assert "bogus" not in pico.cfg
+def test_good_settings_apply(hw):
+    pico = make_pico(hw, steps_per_ml=5000, min_rise=10, occlusion_rise=500)
+    assert (pico.cfg["steps_per_ml"], pico.cfg["min_rise"], pico.cfg["occlusion_rise"]) == (
+        5000, 10, 500)
+    assert pico.settings_error is None
+    assert pico.stroke(1, 2000, 0) == "ok" and pico.load.steps == 10
 
 
-def test_board_settings_come_from_the_data_directory(hw):
+@pytest.mark.sr("SR-4")
+@pytest.mark.parametrize("settings", [
+    {"steps_per_ml": 999}, {"steps_per_ml": 10_000_001}, {"steps_per_ml": 3560.0},
+    {"min_rise": -1}, {"occlusion_rise": "x"}, {"bogus": 3}, {"dev": 2},
+    {"min_rise": 500, "occlusion_rise": 500}, {"steps_per_ml": 5000, "min_rise": 0}, False])
+def test_bad_settings_are_rejected_whole_and_the_board_does_not_dose(hw, settings):
+    """Found by the attacker: any non-negative integer was taken (a typo is a wrong
+    dose) and a torn board.json crashed the boot. A bad file is rejected whole (the
+    defaults stay, no setting of it applies) and every stroke is a ``stall`` without
+    moving (HIGH MOTOR_STALL: nobody is told a dose was given)."""
+    pico = hw.board.Pico(settings) if settings is False else make_pico(hw, **settings)
+    defaults = hw.board.check_settings({})[0]
+    assert pico.cfg == defaults and pico.settings_error
+    if settings is not False:
+        assert pico.stroke(1, 2000, 0) == "stall"
+        assert pico.load.steps == 0
+        assert pico.status()["settings_error"] == pico.settings_error
+
+
+def test_board_settings_come_from_the_data_directory(hw, monkeypatch):
     data = hw.tmp / "data"
     data.mkdir()
-    (data / "board.json").write_text(json.dumps({"steps_per_ml": 5000}))
-    hw.board.BOARD_CONFIG = str(data / "board.json")
-    assert hw.board._read_json(hw.board.BOARD_CONFIG) == {"steps_per_ml": 5000}
-    (data / "board.json").write_text("[1]")
-    assert hw.board._read_json(hw.board.BOARD_CONFIG) == {}
+    path = data / "board.json"
+    path.write_text(json.dumps({"steps_per_ml": 5000}))
+    assert hw.board._read_json(str(path)) == {"steps_per_ml": 5000}
+    for bad in ("[1]", '{"steps_per_ml": 3560', ""):
+        path.write_text(bad)
+        assert hw.board._read_json(str(path)) is False
     assert hw.board._read_json(str(data / "missing.json")) == {}
+    path.write_text('{"steps_per_ml": 3560')  # torn: the boot goes on, without dosing
+    monkeypatch.setattr(hw.board, "BOARD_CONFIG", str(path))
+    import app
+
+    made = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_app(board, config=None):
+        made.append(board)
+        raise Stop
+
+    monkeypatch.setattr(app, "App", fake_app)
+    with pytest.raises(Stop):
+        hw.board.main()
+    assert made and made[0].settings_error
 
 
 # ---------------------------------------------------------------------- the app on a Pico
@@ -668,3 +758,285 @@ def test_dev_builds_inject_outcomes_without_moving(hw):
     pico.inject("ok", 0, 0)
     assert pico.empty_switch() is False
     assert not make_pico(hw).DEV
+
+
+# ---------------------------------------------------------------------- attack findings
+@pytest.mark.sr("SR-27")
+def test_a_boot_that_fails_leaves_the_motor_off_the_alarm_on_and_the_watchdog_running(
+        hw, monkeypatch):
+    """Found by the attacker: the watchdog was started only by the app's health task,
+    so a store that could not be read (EIO) left the board in the REPL, not dosing and
+    silent. It starts before the app is made; a failure annunciates HIGH and the
+    watchdog resets the board (three times: SAFE)."""
+    from itb import store
+
+    def broken(*args, **kwargs):
+        raise OSError(5, "EIO")
+
+    monkeypatch.setattr(store, "boot", broken)
+    with pytest.raises(OSError):
+        hw.board.main({})
+    starts = [e for e in hw.machine.LOG if e[0] == "wdt_start"]
+    assert starts == [("wdt_start", hw.board.Pico.WATCHDOG_MS)]
+    assert hw.machine.PINS[hw.pins.EN_N].level == 1 - hw.pins.EN_N_ACTIVE
+    assert ("pwm_freq", hw.pins.BUZZER, hw.board.BUZZER_HZ) in hw.machine.LOG
+    hw.machine.fire_timers(3)
+    assert [e for e in hw.machine.LOG if e[0] == "pwm_duty" and e[1] == hw.pins.BUZZER]
+
+
+def test_a_failure_before_the_board_exists_still_starts_a_watchdog(hw, monkeypatch):
+    def broken(settings=None):
+        raise RuntimeError("I2C gone")
+
+    monkeypatch.setattr(hw.board, "Pico", broken)
+    with pytest.raises(RuntimeError):
+        hw.board.main({})
+    assert ("wdt_start", hw.board.WDT_MAX_MS) in hw.machine.LOG
+    assert hw.machine.PINS[hw.pins.EN_N].level == 1 - hw.pins.EN_N_ACTIVE
+
+
+def _hold_both(hw):
+    hw.machine.drive(hw.pins.BTN_ACK, hw.pins.BTN_ACK_ACTIVE)
+    hw.machine.drive(hw.pins.BTN_PROVISION, hw.pins.BTN_PROVISION_ACTIVE)
+
+
+@pytest.mark.sr("SR-27")
+@pytest.mark.parametrize("cause, release_after_ms, maintenance", [
+    (1, None, True),  # power-on, held throughout: MAINTENANCE
+    (1, 4900, False),  # power-on, let go before 5 s
+    (3, None, False),  # a watchdog reset with both held (a patient leaning on them)
+    (2, None, False)])  # any other reset
+def test_the_maintenance_gesture_needs_a_power_on_and_five_seconds(
+        hw, cause, release_after_ms, maintenance):
+    """Found by the attacker: ACK + PROVISION held at any boot stopped a RUNNING pump.
+    Only a power-on with both held for GESTURE_MS boots into MAINTENANCE."""
+    hw.machine.CAUSE[0] = cause
+    _hold_both(hw)
+    pico = make_pico(hw)
+    if release_after_ms is not None:
+        start = hw.clock.ms
+
+        def sleep_ms(ms):
+            hw.clock.ms += ms
+            if hw.clock.ms - start >= release_after_ms:
+                hw.machine.drive(hw.pins.BTN_ACK, None)
+
+        hw.clock.sleep_ms = sleep_ms
+    t0 = hw.clock.ms
+    assert hw.board.maintenance_boot(pico) is maintenance
+    if maintenance:
+        assert hw.clock.ms - t0 >= hw.board.GESTURE_MS
+
+
+@pytest.mark.sr("SR-23")
+@pytest.mark.parametrize("regs, why", [
+    (bytes([0x00, 0x00, 0x12, 0x1, 0x1A, 0x06, 0x26]), "day 0x1A is no BCD"),
+    (bytes([0x4F, 0x00, 0x12, 0x1, 0x10, 0x06, 0x26]), "seconds 0x4F"),
+    (bytes([0x00, 0x00, 0x12, 0x1, 0x31, 0x02, 0x26]), "31 February"),
+    (bytes([0x00, 0x00, 0x12, 0x1, 0x29, 0x02, 0x25]), "29 February 2025"),
+    (bytes([0x00, 0x00, 0x12, 0x1, 0x31, 0x04, 0x26]), "31 April"),
+    (bytes([0x00, 0x00, 0x12, 0x1, 0x10, 0x06, 0xFF]), "year 0xFF"),
+    (bytes([0x00, 0x00, 0x52, 0x1, 0x10, 0x06, 0x26]), "12-hour mode"),
+    (bytes([0x00, 0x00, 0x12, 0x1, 0x10, 0x86, 0x26]), "century bit"),
+    (bytes([0x00, 0x60, 0x12, 0x1, 0x10, 0x06, 0x26]), "minute 60"),
+    (bytes([0x00, 0x00, 0x24, 0x1, 0x10, 0x06, 0x26]), "hour 24"),
+    (bytes([0x00, 0x00, 0x12, 0x1, 0x00, 0x06, 0x26]), "day 0"),
+    (bytes([0x00, 0x00, 0x12, 0x1, 0x10, 0x00, 0x26]), "month 0")])
+def test_a_garbled_rtc_reading_is_no_time(hw, regs, why):
+    """Found by the attacker: garbled registers decoded to a wrong date, and at boot a
+    wrong RTC moves the outage bounds (SR-23: a 10-day jump reopened a bolus lockout).
+    Only what ``set_ms`` writes reads back as a time."""
+    pico = make_pico(hw)
+    pico.rtc_dev.regs[0:7] = regs
+    pico.rtc_dev.regs[0x0F] = 0
+    assert pico.rtc_now() is None, why
+
+
+def test_a_leap_day_that_exists_reads_back(hw):
+    pico = make_pico(hw)
+    for dt in (datetime.datetime(2024, 2, 29, 23, 59, 59), datetime.datetime(2000, 2, 29),
+               datetime.datetime(2099, 12, 31, 23, 59, 59)):
+        pico.rtc_set(_utc_ms(dt))
+        assert pico.rtc_now() == _utc_ms(dt)
+
+
+@pytest.mark.sr("SR-23")
+def test_the_rtc_is_read_until_two_reads_agree(hw):
+    """A read across a second's edge is read again; reads that keep changing are no time."""
+    pico = make_pico(hw)
+    t = _utc_ms(datetime.datetime(2026, 6, 10, 12, 0, 0))
+    pico.rtc_set(t)
+    dev = pico.rtc_dev
+    real = dev.readfrom_mem
+    ticks = [0]
+
+    def moving(reg, n):
+        if reg == 0 and n == 7:
+            ticks[0] += 1
+            if ticks[0] == 2:  # the second changes between the first and the second read
+                dev.regs[0] = 0x01
+        return real(reg, n)
+
+    dev.readfrom_mem = moving
+    assert pico.rtc_now() == t + 1000
+
+    def garbage(reg, n):
+        if reg == 0 and n == 7:
+            ticks[0] += 1
+            return bytes([ticks[0] % 50, 0, 0x12, 1, 0x10, 0x06, 0x26])
+        return real(reg, n)
+
+    dev.readfrom_mem = garbage
+    assert pico.rtc_now() is None
+
+
+def test_main_py_turns_ctrl_c_off_before_any_other_import():
+    """Found by the attacker: a 0x03 from a host during the imports ended main.py in the
+    REPL. The first statements of main.py turn Ctrl-C off."""
+    import ast
+
+    from host_tools.toolchain import FIRMWARE
+
+    body = ast.parse((FIRMWARE / "main.py").read_text()).body
+    code = [n for n in body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+    assert ast.unparse(code[0]) == "import micropython"
+    assert ast.unparse(code[1]) == "micropython.kbd_intr(-1)"
+
+
+def test_a_maintenance_boot_annunciates_before_it_gives_the_repl_back(hw):
+    Path(hw.board.MAINTENANCE_FLAG).write_text("deploy\n")
+    board = hw.board.main({})
+    assert board.ann.level == "high"
+    assert hw.micropython.KBD_INTR == [-1, 3]  # off while booting, back for mpremote
+
+
+def test_a_button_held_through_a_reset_is_no_press(hw):
+    """Found by the attacker: a button held (or stuck) through a reset counted as a
+    press at boot. It counts only after it was seen released."""
+    hw.machine.drive(hw.pins.BTN_ACK, hw.pins.BTN_ACK_ACTIVE)
+    hw.machine.drive(hw.pins.BTN_BOLUS, hw.pins.BTN_BOLUS_ACTIVE)
+    pico = make_pico(hw)
+    hw.machine.fire_timers(10)
+    assert pico.button_presses() == []
+    hw.machine.drive(hw.pins.BTN_BOLUS, None)
+    hw.machine.fire_timers(5)
+    hw.machine.drive(hw.pins.BTN_BOLUS, hw.pins.BTN_BOLUS_ACTIVE)
+    hw.machine.fire_timers(5)
+    assert pico.button_presses() == ["bolus"]
+
+
+def test_usb_writes_go_one_byte_at_a_time(hw):
+    """Found by the attacker: rp2 reports "writable" when any space is free, and a
+    longer write then blocks up to 500 ms; one byte never waits."""
+
+    class Tx:
+        def __init__(self):
+            self.sizes = []
+            self.r, self.w = os.pipe()
+
+        def fileno(self):
+            return self.w
+
+        def write(self, b):
+            self.sizes.append(len(b))
+            return len(b)
+
+    tx = Tx()
+    r, w = os.pipe()
+    serial = hw.board.UsbSerial(open(r, "rb", buffering=0), tx)
+    asyncio.run(serial.write(b"x" * 300))
+    assert sum(tx.sizes) == 300 and max(tx.sizes) == 1
+    for fd in (w, tx.r, tx.w):
+        os.close(fd)
+
+
+@pytest.mark.sr("SR-27")
+def test_the_pump_rate_is_one_the_board_keeps_up_with(hw):
+    """Found by the attacker: at the default 1 mL/min a bolus or a priming made strokes
+    due faster than the board moves them, and the backlog outran the watchdog. The
+    board's configuration caps the rate so that strokes (burst plus both sensor reads
+    at their timeout) fill at most half of the time between them."""
+    from itb.drugs import DeviceConfig
+
+    pico = make_pico(hw)
+    cfg = DeviceConfig(pico.device_config())
+    steps = expected_steps(cfg.stroke_nl, pico.cfg["steps_per_ml"])
+    stroke_ms = (steps * 1000 // hw.board.STEP_HZ + 2 * hw.board.HX711_TIMEOUT_MS
+                 + hw.board.STROKE_MARGIN_MS)
+    assert 2 * stroke_ms <= cfg.min_stroke_interval_ms
+    assert cfg.prime_rate_nl_per_min <= cfg.max_rate_nl_per_min
+
+
+@pytest.mark.sr("SR-27")
+def test_the_runner_task_lets_the_other_tasks_run_between_strokes(hw, monkeypatch):
+    """A backlog of due strokes is worked off one wake-up at a time, the loop turning
+    between them (the health task feeds the watchdog there)."""
+    app, pico = _app(hw, monkeypatch)
+    _program(app)
+    events = []
+    real = pico.stroke
+
+    def stroke(n, volume_nl, now):
+        events.append("stroke")
+        return real(n, volume_nl, now)
+
+    monkeypatch.setattr(pico, "stroke", stroke)
+    hw.clock.ms += 10 * 3_600_000  # ten hours of strokes (about 40) are due at once
+
+    async def go():
+        async def ticker():
+            while True:
+                events.append("tick")
+                await asyncio.sleep(0)
+
+        t = asyncio.ensure_future(ticker())
+        r = asyncio.ensure_future(app.runner_task())
+        await asyncio.sleep(0.3)
+        t.cancel()
+        r.cancel()
+
+    asyncio.run(go())
+    strokes = events.count("stroke")
+    assert strokes >= 10
+    assert "stroke,stroke" not in ",".join(events)
+
+
+def _program(app):
+    cid = [0]
+    for name, args in (("refill", {"aspirated_nl": 0, "volume_nl": 20_000_000,
+                                   "concentration_ug_per_ml": 2000}),
+                       ("prime", {"contents": "drug"}),
+                       ("program", {"daily_dose_ng": 400_000, "origin": "spinal"})):
+        cid[0] += 1
+        res = app.runner.command({"name": "prepare", "id": cid[0], "role": "clinician",
+                                  "args": {"command": name, "args": args}}, app.now())
+        assert res["ok"], res
+        cid[0] += 1
+        assert app.runner.command({"name": "confirm", "id": cid[0], "role": "clinician",
+                                   "args": {"hash": res["hash"]}}, app.now())["ok"]
+
+
+def test_a_programmed_pump_with_keys_is_not_re_keyed_by_the_button(hw, monkeypatch):
+    """Found by the attacker: whoever held PROVISION on a RUNNING pump became its
+    clinician (every key replaced, nothing logged). Keys are taken while the button is
+    held only on a board without keys or an UNPROGRAMMED one."""
+    from itb import protocol as pr
+
+    app, pico = _app(hw, monkeypatch)
+    hw.machine.drive(hw.pins.BTN_PROVISION, hw.pins.BTN_PROVISION_ACTIVE)
+    hw.machine.fire_timers(4)
+    assert pico.provisioning()
+
+    def provision(seed):
+        keys = {r: bytes((seed + i + 7 * j) & 0xFF for j in range(32))
+                for i, r in enumerate(pr.ROLE_CODES[1:])}
+        body = pr.dumps({"keys": {r: k.hex() for r, k in keys.items()}})
+        return pr.opened(app._provision(pr.seal(pr.PROVISION, "", body)))
+
+    assert provision(1)[0] == pr.PROVISIONED  # a new board
+    assert provision(11)[0] == pr.PROVISIONED  # still UNPROGRAMMED: re-keyed
+    first = dict(app.keys)
+    _program(app)
+    kind, _role, body = provision(21)
+    assert kind == pr.REFUSAL and pr.parse_body(body)["reason"] == "NOT_PROVISIONING"
+    assert app.keys == first and app.runner.ctrl.state == "RUNNING"

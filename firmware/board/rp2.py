@@ -61,18 +61,22 @@ BOARD_CONFIG = DATA_DIR + "/board.json"
 WDT_MAX_MS = 8388  # RP2040: the counter runs at 2 per us tick, 24 bits
 STEP_HZ = 2000  # steps per second
 STEPS_PER_ML = 356000  # 1 mL syringe (4.78 mm bore), 0.5 mm lead, 3200 steps/rev
-MAX_STROKE_STEPS = 20000  # a stroke longer than this is a configuration error
+MAX_STROKE_STEPS = 6000  # 3 s at STEP_HZ: a stroke and its sensor reads fit in half the watchdog
 ENABLE_SETTLE_US = 1000  # driver enable to first step
 STROKE_MARGIN_MS = 200  # a burst may run this much past its nominal time
 MIN_RISE = 200  # HX711 counts: the plunger pushed
 OCCLUSION_RISE = 60000  # HX711 counts: the fluid cannot leave
 HX711_TIMEOUT_MS = 150  # 10 samples/s: a reading is due within 100 ms
+LOOP_DUTY_PCT = 25  # strokes may take at most this share of the loop's time (F17 below)
+STEPS_PER_ML_RANGE = (1000, 10000000)  # board.json outside these: no dosing (a typo is no dose)
+RISE_RANGE = (1, 8000000)  # HX711 counts (24-bit signed full scale)
 BATTERY_LOW_MV = 4400  # 4 x NiMH at 1.1 V/cell
 BATTERY_OK_MV = 4600  # hysteresis: cleared above this
 ADC_FULL_MV = 3300
 TICK_MS = 50  # annunciation / button timer period
 DEBOUNCE_TICKS = 3  # a button counts after 150 ms in one state
 BUZZER_HZ = 880  # IEC 60601-1-8: fundamental 150-1000 Hz; a square wave brings harmonics
+GESTURE_MS = 5000  # ACK + PROVISION held this long at power-on: MAINTENANCE boot
 MAINTENANCE_RESET_MS = 1500  # the maintenance answer goes out before the reset
 
 # IEC 60601-1-8 burst patterns, in 50 ms ticks: (on, off) pairs; the last off
@@ -147,6 +151,31 @@ def civil_from_days(z):
     return y + (m <= 2), m, d
 
 
+def _bcd_ok(b):
+    return (b & 0x0F) <= 9 and (b >> 4) <= 9
+
+
+def decode_time(r):
+    """UTC ms of the DS3231's time registers 0-6, or None unless they hold a real
+    date and time as ``DS3231.set_ms`` writes them: BCD digits, 24-hour mode, no
+    century bit, a day that exists in its month (leap years included)."""
+    if r[2] & 0x40 or r[5] & 0x80:  # 12-hour mode, century: never written here
+        return None
+    regs = (r[0], r[1], r[2], r[4], r[5], r[6])
+    for b in regs:
+        if not _bcd_ok(b):
+            return None
+    sec, mnt, hour = unbcd(r[0]), unbcd(r[1]), unbcd(r[2])
+    day, month, year = unbcd(r[4]), unbcd(r[5]), 2000 + unbcd(r[6])
+    if not (sec < 60 and mnt < 60 and hour < 24 and 1 <= month <= 12 and day >= 1):
+        return None
+    first = days_from_civil(year, month, 1)
+    if day > days_from_civil(year + month // 12, month % 12 + 1, 1) - first:
+        return None  # 31 April, 29 February 2025: no such day
+    days = first + day - 1
+    return ((days * 24 + hour) * 60 + mnt) * 60000 + sec * 1000
+
+
 class DS3231:
     """The battery-backed RTC (UTC, 24-hour mode, years 2000-2099)."""
 
@@ -159,19 +188,23 @@ class DS3231:
 
     def now_ms(self):
         """UTC ms at the start of the current second, or None when the
-        oscillator-stop flag is set or the chip does not answer (SR-23)."""
+        oscillator-stop flag is set, the chip does not answer, or the time it gives
+        is not one ``set_ms`` writes (SR-23: a garbled time would move the outage
+        bounds, so it is no time). Read until two reads agree (a read across a
+        second's edge is read again)."""
         try:
             if self.i2c.readfrom_mem(self.ADDR, self.STATUS, 1)[0] & self.OSF:
                 return None
             r = self.i2c.readfrom_mem(self.ADDR, 0x00, 7)
+            again = self.i2c.readfrom_mem(self.ADDR, 0x00, 7)
+            if again != r:
+                r = again
+                again = self.i2c.readfrom_mem(self.ADDR, 0x00, 7)
+                if again != r:
+                    return None
         except OSError:
             return None
-        sec, mnt, hour = unbcd(r[0] & 0x7F), unbcd(r[1] & 0x7F), unbcd(r[2] & 0x3F)
-        day, month, year = unbcd(r[4] & 0x3F), unbcd(r[5] & 0x1F), 2000 + unbcd(r[6])
-        if not (sec < 60 and mnt < 60 and hour < 24 and 1 <= day <= 31 and 1 <= month <= 12):
-            return None  # a garbled reading is no time
-        days = days_from_civil(year, month, day)
-        return ((days * 24 + hour) * 60 + mnt) * 60000 + sec * 1000
+        return decode_time(r)
 
     def set_ms(self, utc_ms):
         """Set the time (truncated to the second) and clear the oscillator-stop
@@ -224,13 +257,26 @@ class StepBurst:
     """PIO state machine 0 running ``pio_step.step_burst``."""
 
     def __init__(self, step, diag, hz=STEP_HZ, sm_id=0):
-        self.sm = rp2.StateMachine(sm_id, pio_step.step_burst,
-                                   freq=hz * pio_step.CYCLES_PER_STEP,
-                                   set_base=step, jmp_pin=diag)
+        self.step = step
+        self.diag = diag
+        self.hz = hz
+        self.sm = rp2.StateMachine(sm_id)
+        self._init()
+
+    def _init(self):
+        # (re)initialising a state machine clears both FIFOs and restarts the program
+        self.sm.init(pio_step.step_burst, freq=self.hz * pio_step.CYCLES_PER_STEP,
+                     set_base=self.step, jmp_pin=self.diag)
         self.sm.active(1)
 
     def start(self, steps):
+        """Start a burst; False (nothing started) unless the machine is idle with
+        both FIFOs empty: a stale word would add a burst or end this one early."""
+        if self.sm.tx_fifo() or self.sm.rx_fifo():
+            self.abort()
+            return False
         self.sm.put(steps - 1)
+        return True
 
     def done(self):
         return self.sm.rx_fifo() > 0
@@ -239,13 +285,11 @@ class StepBurst:
         return pio_step.steps_made(steps, self.sm.get())
 
     def abort(self):
-        """Stop a burst that overran; the STEP pin low, the FIFOs empty."""
+        """Stop a burst that overran: the STEP pin low, the machine re-initialised
+        (both FIFOs empty: a word it never pulled cannot run later)."""
         self.sm.active(0)
-        self.sm.restart()
         self.sm.exec("set(pins, 0)")
-        while self.sm.rx_fifo():
-            self.sm.get()
-        self.sm.active(1)
+        self._init()
 
 
 class Annunciator:
@@ -258,7 +302,13 @@ class Annunciator:
         buzzer.freq(BUZZER_HZ)
         buzzer.duty_u16(0)
         led.freq(1000)
-        self.buttons = buttons  # [[name, pin, active, state, count, presses]]
+        # [[name, pin, active, state, count, presses, armed]]: a button starts in the
+        # state its pin shows, and counts presses only after it was seen released (one
+        # held through a reset, or stuck, is no press)
+        self.buttons = buttons
+        for b in buttons:
+            b[3] = 1 if b[1].value() == b[2] else 0
+            b[6] = 1 - b[3]
         self.level = None
         self.pattern = None
         self.pos = 0
@@ -271,14 +321,15 @@ class Annunciator:
                                    callback=self.tick)
 
     def set(self, level):
-        self.level = level
-        self.pattern = BUZZER_PATTERNS.get(level)
+        # the counters first, the patterns last: a tick in between sees a consistent state
         self.pos = 0
         self.left = 0
         self.on = 0
-        self.led_pat = LED_PATTERNS[level]
         self.led_left = 0
         self.led_on = 0
+        self.level = level
+        self.led_pat = LED_PATTERNS[level]
+        self.pattern = BUZZER_PATTERNS.get(level)
 
     def tick(self, _t=None):
         p = self.pattern
@@ -309,8 +360,10 @@ class Annunciator:
                 if b[4] >= DEBOUNCE_TICKS:
                     b[3] = down
                     b[4] = 0
-                    if down:
+                    if down and b[6]:
                         b[5] += 1
+                    if not down:
+                        b[6] = 1  # released once: the next press counts
 
 
 class Watchdog:
@@ -318,6 +371,7 @@ class Watchdog:
 
     def __init__(self, timeout_ms, heartbeat):
         self.wdt = machine.WDT(timeout=timeout_ms)
+        self.timeout_ms = timeout_ms
         self.heartbeat = heartbeat
 
     def feed(self):
@@ -331,7 +385,8 @@ class UsbSerial:
     ready, so a host that stops reading never blocks the loop (the app's write
     timeout then drops the answer)."""
 
-    CHUNK = 64
+    CHUNK = 1  # rp2 says "writable" when any space is free; a longer write can block
+    YIELD_EVERY = 64  # bytes between turns of the loop
 
     def __init__(self, stdin=None, stdout=None):
         self.rx = stdin or sys.stdin.buffer
@@ -362,20 +417,56 @@ class UsbSerial:
             if self.wpoll.poll(0):
                 n = self.tx.write(mv[i:i + self.CHUNK])
                 i += n if n else 0
+                if i % self.YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
             else:
                 await asyncio.sleep(0.001)
 
 
 def _read_json(path):
+    """The settings object in ``path``: {} when there is no file, False when the file
+    is not a JSON object (a torn or garbled calibration: see ``check_settings``)."""
     try:
         f = open(path)
     except OSError:
         return {}
     try:
         got = json.loads(f.read())
+    except ValueError:
+        return False
     finally:
         f.close()
-    return got if type(got) is dict else {}
+    return got if type(got) is dict else False
+
+
+def check_settings(settings):
+    """``(cfg, error)``: the board settings (``/data/board.json``) over the defaults,
+    or the defaults and a message when the file is bad. Bad means not an object, an
+    unknown key, a value that is not an integer in its range, or ``min_rise`` not
+    below ``occlusion_rise``: rejected whole, never half-applied, and the board then
+    does not dose (a wrong calibration is a wrong dose; see ``Pico.stroke``)."""
+    cfg = {"steps_per_ml": STEPS_PER_ML, "min_rise": MIN_RISE,
+           "occlusion_rise": OCCLUSION_RISE, "dev": 0}
+    ranges = {"steps_per_ml": STEPS_PER_ML_RANGE, "min_rise": RISE_RANGE,
+              "occlusion_rise": RISE_RANGE, "dev": (0, 1)}
+    if type(settings) is not dict:
+        return cfg, "board.json is not a JSON object"
+    got = {}
+    for k in settings:
+        v = settings[k]
+        if k not in ranges:
+            return cfg, "board.json: unknown setting %s" % k
+        lo, hi = ranges[k]
+        if type(v) is not int or not lo <= v <= hi:
+            return cfg, "board.json: %s must be an integer %d..%d" % (k, lo, hi)
+        got[k] = v
+    for k in got:
+        cfg[k] = got[k]
+    if cfg["min_rise"] >= cfg["occlusion_rise"]:
+        return {"steps_per_ml": STEPS_PER_ML, "min_rise": MIN_RISE,
+                "occlusion_rise": OCCLUSION_RISE, "dev": 0}, \
+            "board.json: min_rise must be below occlusion_rise"
+    return cfg, None
 
 
 class Pico:
@@ -391,14 +482,9 @@ class Pico:
         self.dir = p(pins.DIR, p.OUT, value=0)
         self.heartbeat = p(pins.HEARTBEAT, p.OUT, value=0)
         self.empty = self._input(pins.EMPTY_SWITCH, pins.EMPTY_SWITCH_PULL)
-        cfg = {"steps_per_ml": STEPS_PER_ML, "min_rise": MIN_RISE,
-               "occlusion_rise": OCCLUSION_RISE, "dev": 0}
-        settings = settings or {}
-        for k in settings:
-            if k in cfg and type(settings[k]) is int and settings[k] >= 0:
-                cfg[k] = settings[k]
-        self.cfg = cfg
-        self.DEV = bool(cfg["dev"])
+        self.cfg, self.settings_error = check_settings({} if settings is None else settings)
+        self.DEV = bool(self.cfg["dev"])
+        self.wdt = None
         self.burst = StepBurst(p(pins.STEP, p.OUT, value=0), self._input(pins.DIAG, pins.DIAG_PULL))
         self.hx = HX711(p(pins.HX711_DOUT, p.IN), p(pins.HX711_SCK, p.OUT, value=0))
         self.rtc = DS3231(machine.I2C(pins.I2C_ID, sda=p(pins.I2C_SDA), scl=p(pins.I2C_SCL),
@@ -407,7 +493,7 @@ class Pico:
         self.vsys_adc = machine.ADC(pins.VSYS_ADC)
         self.battery_is_low = False
         self.buttons = [
-            [name, self._input(gpio, pull), active, 0, 0, 0]
+            [name, self._input(gpio, pull), active, 0, 0, 0, 0]
             for name, gpio, pull, active in (
                 ("ack", pins.BTN_ACK, pins.BTN_ACK_PULL, pins.BTN_ACK_ACTIVE),
                 ("bolus", pins.BTN_BOLUS, pins.BTN_BOLUS_PULL, pins.BTN_BOLUS_ACTIVE),
@@ -446,9 +532,13 @@ class Pico:
                 time.sleep_ms(100)
             return self.fault
         steps = (volume_nl * self.cfg["steps_per_ml"] + 500000) // 1000000
-        if not 1 <= steps <= MAX_STROKE_STEPS:
-            self.last_stroke = {"n": n, "steps": steps, "res": "unknown"}
-            return "unknown"  # a configuration error: nothing moves
+        if self.settings_error or not 1 <= steps <= MAX_STROKE_STEPS:
+            # a configuration error: nothing moves, and the runner must hear "stall"
+            # (not delivered, HIGH MOTOR_STALL), never "unknown" (maybe delivered)
+            self.last_stroke = {"n": n, "steps": steps, "res": "stall",
+                                "error": self.settings_error or "steps out of 1..%d"
+                                % MAX_STROKE_STEPS}
+            return "stall"
         base = self.hx.read()
         peak = base
         overran = False
@@ -458,7 +548,10 @@ class Pico:
             time.sleep_us(ENABLE_SETTLE_US)
             start = time.ticks_ms()
             limit = steps * 1000 // STEP_HZ + STROKE_MARGIN_MS
-            self.burst.start(steps)
+            if not self.burst.start(steps):  # the state machine was not idle: no move
+                self.last_stroke = {"n": n, "steps": steps, "made": 0, "res": "stall",
+                                    "error": "step machine not idle"}
+                return "stall"
             while not self.burst.done():
                 if time.ticks_diff(time.ticks_ms(), start) > limit:
                     overran = True
@@ -473,7 +566,9 @@ class Pico:
         finally:
             self.en.value(1 - pins.EN_N_ACTIVE)  # released after every stroke
         after = self.hx.read()
-        if after is not None and (peak is None or after > peak):
+        if after is None:
+            peak = None  # the sensor stopped answering during the stroke: unconfirmed
+        elif peak is None or after > peak:
             peak = after
         res = classify(steps, made, base, peak, self.cfg["min_rise"], self.cfg["occlusion_rise"])
         self.last_stroke = {"n": n, "steps": steps, "made": made, "base": base, "peak": peak,
@@ -564,11 +659,26 @@ class Pico:
         return manifest.digest(FLASH_ROOT, _listdir, _isdir, _size)
 
     def watchdog(self, timeout_ms):
-        """Start the watchdog; ValueError unless 1 <= timeout_ms <= 8388 (RP2040)."""
+        """The watchdog, started at ``timeout_ms`` (``main`` starts it before
+        anything can fail, at ``WATCHDOG_MS``; the app's health task takes it here).
+        ValueError unless 1 <= timeout_ms <= 8388 (RP2040)."""
         if type(timeout_ms) is not int or not 1 <= timeout_ms <= WDT_MAX_MS:
             raise ValueError("watchdog timeout must be 1..%d ms (RP2040), not %r"
                              % (WDT_MAX_MS, timeout_ms))
-        return Watchdog(timeout_ms, self.heartbeat)
+        if self.wdt is None or self.wdt.timeout_ms != timeout_ms:
+            self.wdt = Watchdog(timeout_ms, self.heartbeat)
+        return self.wdt
+
+    def device_config(self):
+        """Controller configuration the board can keep up with: a stroke blocks the
+        loop while it moves and reads the load cell, so the pump rate (boluses,
+        priming) is capped at ``LOOP_DUTY_PCT`` of the motor's speed, halved for the
+        sensor reads (found by the attacker: 1 mL/min priming made the runner fall
+        behind past the watchdog)."""
+        motion_nl_per_min = STEP_HZ * 60 * 1000000 // self.cfg["steps_per_ml"]
+        rate = motion_nl_per_min * LOOP_DUTY_PCT // 100 // 2 // 1000 * 1000
+        rate = max(1000, min(rate, 1000000))
+        return {"max_rate_nl_per_min": rate, "prime_rate_nl_per_min": rate}
 
     def maintenance(self):
         """SR-27: a Pico watchdog cannot stop, so MAINTENANCE is a boot of its own:
@@ -584,9 +694,10 @@ class Pico:
                                           callback=lambda t: machine.reset())
 
     def status(self):
-        """Board figures for ``status`` (mV, the last stroke's measurement)."""
+        """Board figures for ``status`` (mV, the last stroke's measurement, a
+        board.json problem)."""
         return {"battery_mv": self.battery_mv(), "supply_mv": self.supply_mv(),
-                "last_stroke": self.last_stroke}
+                "last_stroke": self.last_stroke, "settings_error": self.settings_error}
 
 
 def classify(steps, made, base, peak, min_rise, occlusion_rise):
@@ -613,22 +724,35 @@ def _adc_mv(adc):
 
 
 def _listdir(path):
-    # the flash root without /data: a file there is state, never firmware
-    if path == FLASH_ROOT:
-        return [n for n in os.listdir(path or "/") if n != "data"]
-    return os.listdir(path)
+    return os.listdir(path or "/")  # "": the flash root
+
+
+def _both_held(board):
+    held = 0
+    for b in board.buttons:  # read the pins themselves (no debounced state yet)
+        if b[0] in ("ack", "provision") and b[1].value() == b[2]:
+            held += 1
+    return held == 2
 
 
 def maintenance_boot(board):
     """True when this boot is a MAINTENANCE boot: the flag file exists (a deploy is
-    under way), or ACK and PROVISION are held at power-on."""
+    under way), or, at a power-on only, ACK and PROVISION held together for
+    ``GESTURE_MS`` with a chirp each second (a deliberate act: a reset, a watchdog
+    reset or a brief press never stops a pump; found by the attacker)."""
     if _exists(MAINTENANCE_FLAG):
         return True
-    held = 0
-    for b in board.buttons:  # no timer tick yet: read the pins themselves
-        if b[0] in ("ack", "provision") and b[1].value() == b[2]:
-            held += 1
-    return held == 2
+    if board.reset_cause() != "power_on" or not _both_held(board):
+        return False
+    start = time.ticks_ms()
+    while _both_held(board):
+        held = time.ticks_diff(time.ticks_ms(), start)
+        if held >= GESTURE_MS:
+            return True
+        board.ann.buzzer.duty_u16(32768 if held % 1000 < 100 else 0)
+        time.sleep_ms(50)
+    board.ann.buzzer.duty_u16(0)
+    return False
 
 
 def run_maintenance(board):
@@ -636,28 +760,55 @@ def run_maintenance(board):
     timer, the REPL free (returns to it); the boot-loop count starts afresh."""
     from app import clear_boots
 
+    import micropython
+
     board.en.value(1 - pins.EN_N_ACTIVE)
     board.annunciate("high")
     clear_boots(board.mount())
     print("ITB MAINTENANCE: not dosing. Deploy with itbctl deploy, or remove /maintenance "
           "and reset to leave.")
+    micropython.kbd_intr(3)  # the REPL is mpremote's now
 
 
 def main(settings=None):
-    """Boot: MAINTENANCE, or the app with the watchdog (SR-27)."""
-    if settings is None:
-        settings = _read_json(BOARD_CONFIG)
-    board = Pico(settings)
-    if maintenance_boot(board):
-        run_maintenance(board)
-        return board
-    from app import App
-
+    """Boot (SR-27): MAINTENANCE, or the app with the watchdog. ``settings``: the
+    board settings (None: read ``BOARD_CONFIG``). Ctrl-C is off from the start
+    (``main.py`` turns it off before any import). The watchdog starts as soon as
+    this is known not to be a MAINTENANCE boot, so any failure after that (a
+    store that cannot be read, a bug) resets the board and counts toward SAFE;
+    a failure before it starts one."""
     import micropython
 
-    micropython.kbd_intr(-1)  # from here on a 0x03 on USB is data, not Ctrl-C (booting too)
-    board.mount()
-    app = App(board)
-    board.serial = UsbSerial()
-    asyncio.run(app.run())
+    micropython.kbd_intr(-1)  # a 0x03 on USB is data, not Ctrl-C (booting too)
+    board = None
+    try:
+        board = Pico(_read_json(BOARD_CONFIG) if settings is None else settings)
+        if maintenance_boot(board):
+            run_maintenance(board)
+            return board
+        board.watchdog(Pico.WATCHDOG_MS)
+        from app import App
+
+        board.mount()
+        app = App(board, board.device_config())
+        board.serial = UsbSerial()
+        asyncio.run(app.run())
+    except Exception as e:
+        fatal(board, e)
+        raise
     return board  # pragma: no cover - app.run() returns only by an exception
+
+
+def fatal(board, e):
+    """The boot or the app failed: motor off, HIGH annunciation, and a watchdog
+    running (the board resets and the boot-loop counter decides, SR-27)."""
+    if hasattr(sys, "print_exception"):
+        sys.print_exception(e)
+    if board is None:
+        machine.Pin(pins.EN_N, machine.Pin.OUT, value=1 - pins.EN_N_ACTIVE)
+        machine.WDT(timeout=WDT_MAX_MS)
+        return
+    board.en.value(1 - pins.EN_N_ACTIVE)
+    board.annunciate("high")
+    if board.wdt is None:
+        board.watchdog(Pico.WATCHDOG_MS)

@@ -99,6 +99,18 @@ class StateMachine:
         MACHINES[id] = self
         LOG.append(("sm_init", id, freq))
 
+    def init(self, prog, freq=-1, set_base=None, jmp_pin=None, **kw):
+        """(Re)configure: the RP2040's init clears both FIFOs and restarts."""
+        self.prog = prog
+        self.freq = freq
+        self.set_base = set_base
+        self.jmp_pin = jmp_pin
+        self.tx = []
+        self.rx = []
+        self.pc = 0
+        self.x = 0
+        LOG.append(("sm_init", self.id, freq))
+
     def active(self, v=None):
         if v is None:
             return 1 if self.running else 0
