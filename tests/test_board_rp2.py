@@ -587,7 +587,9 @@ def test_good_settings_apply(hw):
 @pytest.mark.parametrize("settings", [
     {"steps_per_ml": 999}, {"steps_per_ml": 10_000_001}, {"steps_per_ml": 3560.0},
     {"min_rise": -1}, {"occlusion_rise": "x"}, {"bogus": 3}, {"dev": 2},
-    {"min_rise": 500, "occlusion_rise": 500}, {"steps_per_ml": 5000, "min_rise": 0}, False])
+    {"min_rise": 500, "occlusion_rise": 500}, {"steps_per_ml": 5000, "min_rise": 0},
+    {"device": {"reservoir_capacity_nl": 10}}, {"device": {"bogus": 1}}, {"device": [1]},
+    False])
 def test_bad_settings_are_rejected_whole_and_the_board_does_not_dose(hw, settings):
     """Found by the attacker: any non-negative integer was taken (a typo is a wrong
     dose) and a torn board.json crashed the boot. A bad file is rejected whole (the
@@ -600,6 +602,21 @@ def test_bad_settings_are_rejected_whole_and_the_board_does_not_dose(hw, setting
         assert pico.stroke(1, 2000, 0) == "stall"
         assert pico.load.steps == 0
         assert pico.status()["settings_error"] == pico.settings_error
+
+
+def test_board_json_configures_the_controller_for_the_bench_syringe(hw):
+    """A 1 mL bench syringe and its tubing come from board.json's ``device``; the pump
+    rate stays capped at what the board moves, whatever the file asks."""
+    from itb.drugs import DeviceConfig
+
+    pico = make_pico(hw, device={"reservoir_capacity_nl": 1_000_000,
+                                 "low_reservoir_nl": 200_000, "max_rate_nl_per_min": 10**7})
+    assert pico.settings_error is None
+    cfg = DeviceConfig(pico.device_config())
+    assert cfg.reservoir_capacity_nl == 1_000_000 and cfg.low_reservoir_nl == 200_000
+    assert cfg.max_rate_nl_per_min == make_pico(hw).device_config()["max_rate_nl_per_min"]
+    slow = make_pico(hw, device={"max_rate_nl_per_min": 5000}).device_config()
+    assert slow["max_rate_nl_per_min"] == 5000  # lower than the cap: kept
 
 
 def test_board_settings_come_from_the_data_directory(hw, monkeypatch):

@@ -51,6 +51,7 @@ import machine
 import rp2
 
 from board import pins, pio_step
+from itb.drugs import DeviceConfig
 from itb.fs import DirFS
 
 FLASH_ROOT = ""  # the firmware's files: /main.py, /app.mpy, /itb/..., /board/...
@@ -446,7 +447,7 @@ def check_settings(settings):
     below ``occlusion_rise``: rejected whole, never half-applied, and the board then
     does not dose (a wrong calibration is a wrong dose; see ``Pico.stroke``)."""
     cfg = {"steps_per_ml": STEPS_PER_ML, "min_rise": MIN_RISE,
-           "occlusion_rise": OCCLUSION_RISE, "dev": 0}
+           "occlusion_rise": OCCLUSION_RISE, "dev": 0, "device": {}}
     ranges = {"steps_per_ml": STEPS_PER_ML_RANGE, "min_rise": RISE_RANGE,
               "occlusion_rise": RISE_RANGE, "dev": (0, 1)}
     if type(settings) is not dict:
@@ -454,6 +455,13 @@ def check_settings(settings):
     got = {}
     for k in settings:
         v = settings[k]
+        if k == "device":  # controller configuration (itb.drugs.CONFIG_FIELDS)
+            try:
+                DeviceConfig(v)
+            except (ValueError, TypeError, AttributeError) as e:
+                return cfg, "board.json: device: %s" % e
+            got[k] = v
+            continue
         if k not in ranges:
             return cfg, "board.json: unknown setting %s" % k
         lo, hi = ranges[k]
@@ -463,9 +471,7 @@ def check_settings(settings):
     for k in got:
         cfg[k] = got[k]
     if cfg["min_rise"] >= cfg["occlusion_rise"]:
-        return {"steps_per_ml": STEPS_PER_ML, "min_rise": MIN_RISE,
-                "occlusion_rise": OCCLUSION_RISE, "dev": 0}, \
-            "board.json: min_rise must be below occlusion_rise"
+        return check_settings({})[0], "board.json: min_rise must be below occlusion_rise"
     return cfg, None
 
 
@@ -670,15 +676,18 @@ class Pico:
         return self.wdt
 
     def device_config(self):
-        """Controller configuration the board can keep up with: a stroke blocks the
-        loop while it moves and reads the load cell, so the pump rate (boluses,
-        priming) is capped at ``LOOP_DUTY_PCT`` of the motor's speed, halved for the
-        sensor reads (found by the attacker: 1 mL/min priming made the runner fall
-        behind past the watchdog)."""
+        """The controller configuration for a new store: board.json's ``device``
+        (a 1 mL bench syringe, the bench tubing), with the pump rate capped at what
+        the board keeps up with. A stroke blocks the loop while it moves and reads
+        the load cell, so the rate (boluses, priming) is at most ``LOOP_DUTY_PCT``
+        of the motor's speed, halved for the sensor reads (found by the attacker:
+        1 mL/min priming made the runner fall behind past the watchdog)."""
         motion_nl_per_min = STEP_HZ * 60 * 1000000 // self.cfg["steps_per_ml"]
-        rate = motion_nl_per_min * LOOP_DUTY_PCT // 100 // 2 // 1000 * 1000
-        rate = max(1000, min(rate, 1000000))
-        return {"max_rate_nl_per_min": rate, "prime_rate_nl_per_min": rate}
+        cap = motion_nl_per_min * LOOP_DUTY_PCT // 100 // 2 // 1000 * 1000
+        out = dict(self.cfg["device"])
+        for k in ("max_rate_nl_per_min", "prime_rate_nl_per_min"):
+            out[k] = max(1000, min(out.get(k, cap), cap))
+        return out
 
     def maintenance(self):
         """SR-27: a Pico watchdog cannot stop, so MAINTENANCE is a boot of its own:
@@ -694,10 +703,13 @@ class Pico:
                                           callback=lambda t: machine.reset())
 
     def status(self):
-        """Board figures for ``status`` (mV, the last stroke's measurement, a
-        board.json problem)."""
+        """Board figures for ``status`` (mV, the last stroke's measurement, the
+        settings in effect and a board.json problem)."""
         return {"battery_mv": self.battery_mv(), "supply_mv": self.supply_mv(),
-                "last_stroke": self.last_stroke, "settings_error": self.settings_error}
+                "last_stroke": self.last_stroke, "settings_error": self.settings_error,
+                "settings": {"steps_per_ml": self.cfg["steps_per_ml"],
+                             "min_rise": self.cfg["min_rise"],
+                             "occlusion_rise": self.cfg["occlusion_rise"], "dev": self.cfg["dev"]}}
 
 
 def classify(steps, made, base, peak, min_rise, occlusion_rise):
