@@ -51,8 +51,8 @@ import machine
 import rp2
 
 from board import pins, pio_step
+from itb import fs
 from itb.drugs import DeviceConfig
-from itb.fs import DirFS
 
 FLASH_ROOT = ""  # the firmware's files: /main.py, /app.mpy, /itb/..., /board/...
 DATA_DIR = "/data"
@@ -101,22 +101,6 @@ def _causes():
         RESET_CAUSES[machine.PWRON_RESET] = "power_on"
         RESET_CAUSES[machine.WDT_RESET] = "watchdog"
     return RESET_CAUSES
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
-def _isdir(path):
-    return os.stat(path)[0] & 0x4000 != 0
-
-
-def _size(path):
-    return os.stat(path)[6]
 
 
 def bcd(v):
@@ -525,7 +509,7 @@ class Pico:
 
     def mount(self):
         """The store's file system: ``/data`` on the board's littlefs."""
-        self.fs = DirFS(DATA_DIR)
+        self.fs = fs.DirFS(DATA_DIR)
         return self.fs
 
     # ------------------------------------------------------------------ motor
@@ -662,7 +646,7 @@ class Pico:
     def manifest(self):
         from itb import manifest
 
-        return manifest.digest(FLASH_ROOT, _listdir, _isdir, _size)
+        return manifest.digest(FLASH_ROOT, _listdir, fs.isdir, fs.size)
 
     def watchdog(self, timeout_ms):
         """The watchdog, started at ``timeout_ms`` (``main`` starts it before
@@ -752,7 +736,7 @@ def maintenance_boot(board):
     under way), or, at a power-on only, ACK and PROVISION held together for
     ``GESTURE_MS`` with a chirp each second (a deliberate act: a reset, a watchdog
     reset or a brief press never stops a pump; found by the attacker)."""
-    if _exists(MAINTENANCE_FLAG):
+    if fs.exists(MAINTENANCE_FLAG):
         return True
     if board.reset_cause() != "power_on" or not _both_held(board):
         return False

@@ -32,8 +32,7 @@ import os
 import sys
 import time
 
-from itb import manifest
-from itb.fs import DirFS
+from itb import fs, manifest
 
 PERIOD = 1 << 30  # RP2040 ticks_ms period
 
@@ -63,14 +62,6 @@ def _write(path, data):
     finally:
         f.close()
     os.rename(path + ".tmp", path)
-
-
-def _size(path):
-    return os.stat(path)[6]
-
-
-def _isdir(path):
-    return os.stat(path)[0] & 0x4000 != 0
 
 
 class Serial:
@@ -107,9 +98,9 @@ class VirtualBoard:
     def __init__(self, state, provision=False, rtc_invalid=False, dev=True, firmware="firmware",
                  watchdog_ms=None, reset_cause="power_on"):
         self.state = state.rstrip("/")
-        if not _exists(self.state):
+        if not fs.exists(self.state):
             os.mkdir(self.state)
-        self.fs = DirFS(self.state + "/fs")
+        self.fs = fs.DirFS(self.state + "/fs")
         self.DEV = dev
         self.firmware = firmware
         self._reset_cause = reset_cause
@@ -122,7 +113,7 @@ class VirtualBoard:
         self.strokes = 0
         self.serial: "Serial | None" = None  # set by _main once connected
         rtc = self.state + "/rtc"
-        if not _exists(rtc):
+        if not fs.exists(rtc):
             _write(rtc, b"0 1\n")
         off, valid = _read(rtc).split()
         self.rtc_offset = int(off)
@@ -130,7 +121,7 @@ class VirtualBoard:
         if rtc_invalid:
             _write(rtc, b"%d 0\n" % self.rtc_offset)
         dev_id = self.state + "/device_id"
-        if not _exists(dev_id):
+        if not fs.exists(dev_id):
             _write(dev_id, b"%s\n" % "".join(["%02x" % b for b in os.urandom(8)]))
         self._device = _read(dev_id).strip().decode()
 
@@ -190,7 +181,7 @@ class VirtualBoard:
         return self._device
 
     def manifest(self):
-        return manifest.digest(self.firmware, os.listdir, _isdir, _size)
+        return manifest.digest(self.firmware, os.listdir, fs.isdir, fs.size)
 
     def watchdog(self, timeout_ms):
         return Watchdog(timeout_ms)
@@ -200,14 +191,6 @@ class VirtualBoard:
 
     def annunciate(self, level):
         sys.stdout.write("ANN %s\n" % level)
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 async def _main(opts):

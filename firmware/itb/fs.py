@@ -43,6 +43,23 @@ class DirFS:
         os.mkdir(self._p(path))
 
 
+def exists(path):
+    """True if ``path`` names a file or folder (through ``os``: a board's flash)."""
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def isdir(path):
+    return os.stat(path)[0] & 0x4000 != 0
+
+
+def size(path):
+    return os.stat(path)[6]
+
+
 def _makedirs(path):
     part = ""
     for name in path.split("/"):

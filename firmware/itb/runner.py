@@ -164,35 +164,29 @@ class Runner:
         self._commit()  # the result is durable before it is answered (SR-26)
         return res
 
-    def empty_switch(self, now, tripped):
+    def _input(self, rec, apply, *args):
+        # a board input at rec["t"]: what was due runs first, then its record and the
+        # controller's answer ``apply(t, *args)``
+        now = rec["t"]
         self._catch_up(now)
         self._live()
-        self._out({"k": "switch", "t": now, "on": 1 if tripped else 0})
-        self._events(now, self.ctrl.empty_switch(now, tripped))
+        self._out(rec)
+        self._events(now, apply(now, *args))
         self._emit_basal()
         self._commit()
+
+    def empty_switch(self, now, tripped):
+        self._input({"k": "switch", "t": now, "on": 1 if tripped else 0},
+                    self.ctrl.empty_switch, tripped)
 
     def battery(self, now, low):
-        self._catch_up(now)
-        self._live()
-        self._out({"k": "battery", "t": now, "low": 1 if low else 0})
-        self._events(now, self.ctrl.battery(now, low))
-        self._commit()
+        self._input({"k": "battery", "t": now, "low": 1 if low else 0}, self.ctrl.battery, low)
 
     def set_rtc(self, now, utc_ms):
-        self._catch_up(now)
-        self._live()
-        self._out({"k": "rtc", "t": now, "utc_ms": utc_ms})
-        self._events(now, self.ctrl.set_wall_clock(now, utc_ms))
-        self._emit_basal()
-        self._commit()
+        self._input({"k": "rtc", "t": now, "utc_ms": utc_ms}, self.ctrl.set_wall_clock, utc_ms)
 
     def session_end(self, now):
-        self._catch_up(now)
-        self._live()
-        self._out({"k": "session_end", "t": now})
-        self._events(now, self.ctrl.session_end(now))
-        self._commit()
+        self._input({"k": "session_end", "t": now}, self.ctrl.session_end)
 
     def power_cut(self, now):
         """Power fails at ``now`` (after everything due before it ran)."""

@@ -83,21 +83,13 @@ def asm_pio(**kw):
 class StateMachine:
     def __init__(self, id, prog=None, freq=-1, set_base=None, jmp_pin=None, **kw):
         self.id = id
-        self.prog = prog
-        self.freq = freq
-        self.set_base = set_base
-        self.jmp_pin = jmp_pin
-        self.tx = []
-        self.rx = []
-        self.x = 0
         self.osr = 0
         self.isr = 0
-        self.pc = 0
         self.running = False
         self.hang = False
         self.executed = []
         MACHINES[id] = self
-        LOG.append(("sm_init", id, freq))
+        self.init(prog, freq, set_base, jmp_pin)
 
     def init(self, prog, freq=-1, set_base=None, jmp_pin=None, **kw):
         """(Re)configure: the RP2040's init clears both FIFOs and restarts."""
