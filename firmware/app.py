@@ -82,10 +82,14 @@ WATCHDOG_MS = 8000  # below the RP2040's 8388 ms maximum
 HEALTHY_MS = 4000  # a task silent for longer stops the watchdog feed
 MAX_SLEEP_MS = 1000  # the runner re-checks the clock at least this often
 WRITE_TIMEOUT_MS = 1000  # an answer the host does not take within this is dropped
-STALLED_WRITE_MS = 10  # ... and after that, until one goes through
+STALLED_WRITE_MS = 10  # ... and after that, until one goes through, this
+STALLED_MS_PER_KB = 200  # plus this per KB of answer (a Pico writes a byte at a time)
 STEP_CHUNK_MS = 3600000  # a test-clock step runs (and checkpoints) an hour at a time
 BOARD_IDS = 16  # board-command results remembered by id (a retry is not re-applied)
 SWITCH_POLL_MS = 200
+RTC_CHECK_MS = 60000  # the RTC is compared with the ledger's stamps this often (real ms)
+RTC_RESYNC_MS = 1500  # ... and the stamps re-synced when they are this far off
+RTC_INVALID_CHECKS = 3  # unreadable this many checks in a row: CLOCK_INVALID
 ARCHIVE_FILES = 8  # ledger kept for export: 8 x 32 KB (about a week at 100 strokes/day)
 DATA_CHUNK = 1536  # bytes of ledger per DATA part (within MAX_PAYLOAD)
 PRIORITY_ORDER = ("low", "medium", "high")
@@ -295,6 +299,7 @@ class App:
                     await asyncio.sleep(0)
                     due = self.runner.next_wake()
                 if not self.stepping:
+                    now = self.now()  # a command may have moved the runner meanwhile
                     self._poll_inputs(now)
                     due = self.runner.next_wake()
             else:  # pragma: no cover - only a stroke's power cut powers the runner off
@@ -334,8 +339,10 @@ class App:
                         try:
                             # a host that stopped reading gets a short wait only, so a
                             # backlog of its requests is worked off at once
-                            limit = STALLED_WRITE_MS if self.stalled else WRITE_TIMEOUT_MS
-                            await asyncio.wait_for(serial.write(pr.pack(out)), limit / 1000)
+                            frame = pr.pack(out)
+                            limit = (STALLED_WRITE_MS + len(frame) * STALLED_MS_PER_KB // 1024
+                                     if self.stalled else WRITE_TIMEOUT_MS)
+                            await asyncio.wait_for(serial.write(frame), limit / 1000)
                             self.stalled = False
                         except asyncio.TimeoutError:
                             # the host stopped reading: drop the answer (a blocked
@@ -410,6 +417,27 @@ class App:
         if hasattr(board, "button_presses"):
             for name in board.button_presses():
                 self.button(name, now)
+        real = self.clock.real.now_ms
+        if real - self.inputs.get("rtc_checked", real - RTC_CHECK_MS) >= RTC_CHECK_MS:
+            self.inputs["rtc_checked"] = real
+            self._check_rtc(now)
+
+    def _check_rtc(self, now):
+        # SR-23: the ledger's wall-clock stamps come from the tick crystal plus the
+        # offset the RTC gave; re-sync them when they drift RTC_RESYNC_MS off the RTC
+        # (a reset after days of drift otherwise sees a negative RTC gap: "unknown",
+        # a restart at 50 %; found by the attacker). An RTC that stays unreadable for
+        # RTC_INVALID_CHECKS checks raises CLOCK_INVALID.
+        rtc = self.board.rtc_now()
+        delta = self.runner.ctrl.wall_delta
+        if rtc is None:
+            self.inputs["rtc_fails"] = self.inputs.get("rtc_fails", 0) + 1
+            if delta is not None and self.inputs["rtc_fails"] >= RTC_INVALID_CHECKS:
+                self.runner.set_rtc(now, None)
+            return
+        self.inputs["rtc_fails"] = 0
+        if delta is None or abs(rtc - (now + delta)) > RTC_RESYNC_MS:
+            self.runner.set_rtc(now, rtc)
 
     def button(self, name, now):
         """A debounced press on the board: ``ack`` acknowledges every alarm,
@@ -590,8 +618,9 @@ class App:
         return {"t": self.now(), "mode": self.clock.mode}
 
     def _step(self, ms):
-        # the stepped clock jumps; the runner follows an hour at a time, so the store
-        # checkpoints as it goes and the other tasks (the watchdog's) run in between
+        # the stepped clock jumps; the runner follows one wake-up (at most an hour) at
+        # a time, so the store checkpoints as it goes and the other tasks (the
+        # watchdog's) run between strokes (a Pico's stroke blocks: found by the attacker)
         start = self.now()
         self.clock.step(ms)
         end = self.now()  # moves the RTC by ms as well
@@ -599,7 +628,8 @@ class App:
         self.stepping = True  # the runner task leaves the runner to this loop
         try:
             while t < end:
-                t = min(end, t + STEP_CHUNK_MS)
+                due = self.runner.next_wake()
+                t = min(end, t + STEP_CHUNK_MS, due if due > t else end)
                 self.runner.advance(t)
                 yield
         finally:

@@ -34,6 +34,7 @@ PICO_USB_IDS = {(0x2E8A, 0x0005): "Raspberry Pi Pico (MicroPython)",
                 (0x2E8A, 0x000F): "Raspberry Pi RP2350 boot ROM"}
 TTL_MS = 10_000  # a command's lifetime on the board's clock
 DEFAULT_TIMEOUT = 2.0
+UNRECORDED = ("status", "log")  # commands the board answers without remembering the id
 
 
 class LinkError(RuntimeError):
@@ -255,7 +256,12 @@ class Board:
                             " provision keys")
         if self.info is None:
             self.hello()
-        cid = cid if cid is not None else self.new_id()
+        own_id = cid is None
+        if own_id:
+            # the board remembers no status or log id: they take the next id without
+            # using it up (a host polling status for days would otherwise run its ids
+            # ID_STEP_MAX past the board's; found by the attacker)
+            cid = self.next_id if name in UNRECORDED else self.new_id()
         delay = 0.05
         last_error = None
         tries = self.retries if retries is None else retries
@@ -293,6 +299,14 @@ class Board:
                 self.next_id = max(self.next_id, cid + 1)
                 cid = self.new_id()
                 last_error = f"command id collision with an earlier {res.get('name')}"
+                continue
+            if res.get("reason") == "ID_JUMP" and own_id:
+                # our ids ran ahead of the board's (it was reset to an older store, or
+                # another host): the refusal applied nothing; take the board's next id
+                self.next_id = None
+                self.hello()
+                cid = self.new_id()
+                last_error = f"ID_JUMP: {res.get('message')}"
                 continue
             if name == "test_clock" and res.get("ok"):  # the board's clock changed pace
                 self.info["clock"] = res.get("mode")

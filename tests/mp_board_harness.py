@@ -3,7 +3,10 @@ firmware, Pico adapter included, imported as deployed (.mpy) against the fakes o
 ``machine`` and ``rp2`` (tests/fakes on MICROPYPATH), then the app doses 30 days
 through the adapter. Prints one JSON line of figures; exits 1 on a failed check.
 
-    micropython -X heapsize=256K mp_board_harness.py WORKDIR
+    micropython -X heapsize=320K mp_board_harness.py WORKDIR [DOSE_NG CONC DAYS ACKS_PER_HOUR]
+
+(defaults: 400 ug/day at 2000 ug/mL for 30 days, no commands; the worst case the
+tests also run is 1.9 mg/day at 500 ug/mL, 1900 strokes a day, with a command an hour).
 """
 
 import gc
@@ -31,7 +34,7 @@ def check(cond, what):
         sys.exit(1)
 
 
-def main(work):
+def main(work, dose_ng=400000, conc=2000, days=30, acks_per_hour=0):
     gc.collect()
     after_import = gc.mem_alloc()
     board.DATA_DIR = work + "/data"
@@ -68,12 +71,16 @@ def main(work):
                          "args": {"hash": res["hash"]}}, 0)
         check(res["ok"] == 1, "confirm " + name)
 
-    cmd("refill", {"aspirated_nl": 0, "volume_nl": 20000000, "concentration_ug_per_ml": 2000})
+    cmd("refill", {"aspirated_nl": 0, "volume_nl": 20000000, "concentration_ug_per_ml": conc})
     cmd("prime", {"contents": "drug"})
-    cmd("program", {"daily_dose_ng": 400000, "origin": "spinal"})
+    cmd("program", {"daily_dose_ng": dose_ng, "origin": "spinal"})
     gc.collect()
     peak = gc.mem_alloc()
-    for h in range(1, 30 * 24 + 1):
+    for h in range(1, days * 24 + 1):
+        for i in range(acks_per_hour):
+            n[0] += 1
+            r.command({"name": "acknowledge", "id": n[0], "role": "patient",
+                       "args": {"code": "all"}}, (h - 1) * HOUR + (i + 1) * HOUR // (acks_per_hour + 1))
         r.advance(h * HOUR)
         if h % 24 == 0:
             del machine.LOG[:]  # the fakes' activity records are not the firmware's
@@ -92,4 +99,4 @@ def main(work):
                       "mpy": sys.implementation._mpy}))
 
 
-main(sys.argv[1])
+main(sys.argv[1], *[int(a) for a in sys.argv[2:]])

@@ -295,3 +295,19 @@ def test_an_id_at_the_end_of_the_id_space_leaves_the_next_host_its_ids(board, vi
     with link.Board(virtual_board.url, keys=keys, timeout=5) as b:
         assert b.hello()["last_id"] < 1000
         assert b.call("emergency_stop", role="clinician")["ok"]
+
+
+@pytest.mark.sr("SR-26")
+def test_a_host_that_polls_status_for_days_keeps_its_ids(board, virtual_board):
+    """Found by the attacker (round 2): status and log ids are not remembered, yet each
+    used up a host id: after 65536 polls the host's next command (an emergency stop)
+    was refused ID_JUMP. They now take the next id without using it; and a host whose
+    ids ran ahead takes the board's next id on an ID_JUMP refusal."""
+    start_therapy(board)
+    before = board.next_id
+    for _ in range(3):
+        board.status()
+    assert board.next_id == before
+    board.next_id += 10**6  # as if a million polls had used up ids
+    assert board.call("emergency_stop", role="clinician")["ok"]
+    assert board.status()["state"] == "EMERGENCY_STOPPED"

@@ -589,7 +589,11 @@ def test_good_settings_apply(hw):
     {"min_rise": -1}, {"occlusion_rise": "x"}, {"bogus": 3}, {"dev": 2},
     {"min_rise": 500, "occlusion_rise": 500}, {"steps_per_ml": 5000, "min_rise": 0},
     {"device": {"reservoir_capacity_nl": 10}}, {"device": {"bogus": 1}}, {"device": [1]},
-    False])
+    # found by the attacker (round 2): a falsy device crashed every boot; a calibration
+    # file raised the hard maximum daily dose and the session timeout
+    {"device": None}, {"device": 0}, {"device": {"max_daily_dose_ng": 10_000_000}},
+    {"device": {"session_timeout_ms": 12 * 3_600_000}},
+    {"device": {"volume_accuracy_permille": 0}}, False])
 def test_bad_settings_are_rejected_whole_and_the_board_does_not_dose(hw, settings):
     """Found by the attacker: any non-negative integer was taken (a typo is a wrong
     dose) and a torn board.json crashed the boot. A bad file is rejected whole (the
@@ -1057,3 +1061,182 @@ def test_a_programmed_pump_with_keys_is_not_re_keyed_by_the_button(hw, monkeypat
     kind, _role, body = provision(21)
     assert kind == pr.REFUSAL and pr.parse_body(body)["reason"] == "NOT_PROVISIONING"
     assert app.keys == first and app.runner.ctrl.state == "RUNNING"
+
+
+# ---------------------------------------------------------------------- second attack round
+def test_inputs_after_a_backlog_use_the_time_after_it(hw, monkeypatch):
+    """Found by the attacker (round 2): a command handled between two strokes of a
+    backlog moved the runner past the loop's ``now``; a battery change then went in
+    at that older time and the runner task died (clock backwards)."""
+    app, pico = _app(hw, monkeypatch)
+    _program(app)
+    real = pico.stroke
+    strokes = []
+    sent = []
+
+    def stroke(n, volume_nl, now):
+        strokes.append(n)
+        return real(n, volume_nl, now)
+
+    async def server():  # answers a command between two strokes of the backlog
+        while not strokes:
+            await asyncio.sleep(0)
+        hw.clock.ms += 50
+        sent.append(app.runner.command({"name": "acknowledge", "id": 900, "role": "patient",
+                                        "args": {"code": "all"}}, app.now()))
+        hw.machine.ADC_VALUES[hw.pins.BATTERY_ADC] = 0  # and the battery goes low
+
+    monkeypatch.setattr(pico, "stroke", stroke)
+    hw.machine.ADC_VALUES[hw.pins.BATTERY_ADC] = 50000  # 5.0 V: not low
+    app._poll_inputs(app.now())
+    hw.clock.ms += 3 * 3_600_000
+
+    async def go():
+        task = asyncio.ensure_future(app.runner_task())
+        asyncio.ensure_future(server())
+        await asyncio.sleep(0.2)
+        assert not task.done(), task.exception()
+        task.cancel()
+
+    asyncio.run(go())
+    assert sent and sent[0]["ok"]
+    assert app.runner.ctrl.alarms.active("BATTERY_LOW")
+
+
+@pytest.mark.sr("SR-23", "SR-11")
+def test_the_ledger_stamps_follow_the_rtc_and_a_short_reset_is_short(hw, monkeypatch):
+    """Found by the attacker (round 2): the stamps came from the tick crystal plus the
+    offset read at boot; after days of drift a 5 s reset saw the RTC behind the last
+    stamp ("unknown": a restart at 50 %). The app re-syncs the stamps to the RTC, and
+    a gap within the RTC's resolution below zero is a short outage."""
+    from app import App
+
+    pico = make_pico(hw)
+    t0 = _utc_ms(datetime.datetime(2026, 6, 10, 12, 0, 0))
+    pico.rtc_set(t0)
+    pico.mount()
+    app = App(pico)
+    _program(app)
+    dose = app.runner.ctrl.daily_dose_ng()
+    hw.clock.ms += 3_600_000  # an hour of ticks, but the DS3231 says 20 s less (drift)
+    pico.rtc_set(t0 + 3_600_000 - 20_000)
+    app._poll_inputs(app.now())
+    stamped = app.now() + app.runner.ctrl.wall_delta
+    assert abs(stamped - pico.rtc_now()) <= 1000
+    app.runner.journal.sync()
+    hw.clock.ms += 5_000  # a 5 s reset
+    pico.rtc_set(pico.rtc_now() + 4_000)
+    hw.machine.CAUSE[0] = hw.machine.WDT_RESET
+    again = App(pico)
+    assert again.runner.ctrl.daily_dose_ng() == dose
+    assert not again.runner.ctrl.alarms.active("RESTART_REDUCED")
+
+
+def test_an_rtc_read_error_at_boot_is_read_again(hw):
+    """Found by the attacker (round 2): one I2C error on the boot read made the outage
+    "unknown" (a restart at 50 %)."""
+    pico = make_pico(hw)
+    t0 = _utc_ms(datetime.datetime(2026, 6, 10, 12, 0, 0))
+    pico.rtc_set(t0)
+    dev = pico.rtc_dev
+    real = dev.readfrom_mem
+    fails = [1]
+
+    def flaky(reg, n):
+        if fails[0]:
+            fails[0] -= 1
+            raise OSError(5, "EIO")
+        return real(reg, n)
+
+    dev.readfrom_mem = flaky
+    assert pico.rtc_now() == t0
+
+
+def test_a_stalled_link_still_gets_whole_answers_through(hw, monkeypatch):
+    """Found by the attacker (round 2): after one timed-out answer every later answer
+    had 10 ms, less than a Pico needs to write one byte at a time: the link was lost
+    until reset. The stalled limit grows with the answer's length."""
+    from itb import protocol as pr
+
+    app, pico = _app(hw, monkeypatch)
+
+    class Slow:
+        def __init__(self):
+            self.sent = b""
+            self.frames = [pr.pack(bytes([pr.HELLO]))]
+
+        async def read(self):
+            if self.frames:
+                return self.frames.pop()
+            await asyncio.sleep(1)
+            return b""
+
+        async def write(self, data):
+            for i in range(len(data)):  # 50 us a byte
+                if i % 64 == 0:
+                    await asyncio.sleep(64 * 0.00005)
+            self.sent += data
+
+    pico.serial = Slow()
+    app.stalled = True
+
+    async def go():
+        task = asyncio.ensure_future(app.server_task())
+        await asyncio.sleep(0.3)
+        task.cancel()
+
+    asyncio.run(go())
+    assert pico.serial.sent and not app.stalled
+
+
+@pytest.mark.sr("SR-27")
+def test_the_boot_is_watched_with_a_bounded_feed(hw, monkeypatch):
+    """Found by the attacker (round 2): nothing fed the watchdog between its start and
+    the health task, and store recovery on a Pico may outlast one timeout. A timer
+    feeds it during the boot for at most BOOT_BUDGET_MS; the health task's
+    ``watchdog()`` ends that feed; a boot that hangs is reset."""
+    pico = make_pico(hw)
+    pico.boot_watchdog()
+    timer = hw.machine.TIMERS[-1]
+    feeds = lambda: len([e for e in hw.machine.LOG if e == ("wdt_feed",)])  # noqa: E731
+    timer.fire()
+    assert feeds() == 1
+    hw.clock.ms += hw.board.BOOT_BUDGET_MS  # a boot that never ends
+    timer.fire()
+    assert feeds() == 1  # not fed any more: the watchdog resets the board
+    pico2 = make_pico(hw)
+    pico2.boot_watchdog()
+    wdt = pico2.watchdog(pico2.WATCHDOG_MS)  # the health task takes over
+    assert not hw.machine.TIMERS[-1].active and wdt is pico2.wdt
+
+
+def test_a_chattering_button_is_one_request_per_two_seconds(hw):
+    """Found by the attacker (round 2): every press is a logged command; a chattering
+    contact or a fidgeting hand wrote the ledger's export history away in minutes."""
+    pico = make_pico(hw)
+    for _ in range(6):  # six clean presses in 1.8 s
+        hw.machine.drive(hw.pins.BTN_BOLUS, hw.pins.BTN_BOLUS_ACTIVE)
+        hw.machine.fire_timers(3)
+        hw.machine.drive(hw.pins.BTN_BOLUS, None)
+        hw.machine.fire_timers(3)
+    assert pico.button_presses() == ["bolus"]
+    hw.machine.fire_timers(40)
+    hw.machine.drive(hw.pins.BTN_BOLUS, hw.pins.BTN_BOLUS_ACTIVE)
+    hw.machine.fire_timers(3)
+    assert pico.button_presses() == ["bolus"]
+    assert pico.status()["held"] == ["bolus"]  # a stuck button shows in status
+
+
+def test_a_test_clock_step_moves_one_wake_up_at_a_time(hw, monkeypatch):
+    """Found by the attacker (round 2): a stepped hour ran all its strokes in one call
+    (a real Pico blocks per stroke). Between two turns of the loop, at most one stroke."""
+    app, pico = _app(hw, monkeypatch)
+    _program(app)
+    strokes = []
+    real = pico.stroke
+    monkeypatch.setattr(pico, "stroke", lambda n, v, t: strokes.append(n) or real(n, v, t))
+    per_turn = []
+    for _ in app._step(6 * 3_600_000):
+        per_turn.append(len(strokes))
+        strokes.clear()
+    assert sum(per_turn) >= 20 and max(per_turn) <= 1

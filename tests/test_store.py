@@ -4,7 +4,7 @@ recovery reproduces the controller, damage is detected, never a silent default."
 import json
 
 import pytest
-from helpers import Bench
+from helpers import DAY, Bench
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 from itb import snapshot
@@ -78,6 +78,10 @@ def test_outage_bounds_follow_the_rtc():
     assert st.outage_bounds(-1, 61000) == (0, None)  # RTC unknown at the last record
     assert st.outage_bounds(1000, None) == (0, None)  # RTC invalid now
     assert st.outage_bounds(61000, 1000) == (0, None)  # clock went back
+    # within the RTC's resolution and re-sync slack below zero: a short outage (attacker)
+    assert st.outage_bounds(61000, 61000 - st.RTC_SLACK_MS) == (0, st.RTC_SLACK_MS)
+    assert st.outage_bounds(61000, 60999) == (0, st.RTC_SLACK_MS)
+    assert st.outage_bounds(61000, 61000 - st.RTC_SLACK_MS - 1) == (0, None)
     assert st.outage_bounds(0, st.PLAUSIBLE_OUTAGE_MS) == (st.PLAUSIBLE_OUTAGE_MS,) * 2
     assert st.outage_bounds(0, st.PLAUSIBLE_OUTAGE_MS + 1) == (0, None)
 
@@ -171,6 +175,56 @@ def test_snapshot_covers_every_controller_attribute():
     known = set(snapshot.PLAIN) | set(n for n, _ in snapshot.OBJECTS)
     known |= set(snapshot.SPECIAL) | set(snapshot.VOLATILE)
     assert names == known
+
+
+def _busy_controller(strokes):
+    b = Bench()
+    b.setup(dose_ng=1_900_000, conc=500)
+    b.advance(strokes * DAY // 1900)
+    return b.ctrl
+
+
+def test_snapshot_lines_stay_short_at_the_highest_stroke_rate():
+    """Found by the attacker (round 2): at 1900 strokes a day the 24 h window was one
+    26 KB checkpoint line, which a fragmented MicroPython heap could not allocate.
+    Long lists go in parts; every line stays short and the controller loads back."""
+    ctrl = _busy_controller(1900)
+    items = snapshot.save(ctrl)
+    assert max(len(json.dumps(item)) for item in items) < 6000
+    assert sum(1 for name, _v in items if name.startswith("+window.")) >= 2 * 1900 // 128
+    back = snapshot.load(json.loads(json.dumps(items)))
+    assert back.window.t == ctrl.window.copy().t and back.window.m == ctrl.window.copy().m
+    assert back.therapy_state() == ctrl.therapy_state()
+
+
+def test_a_format_1_snapshot_with_whole_lists_still_loads():
+    ctrl = _busy_controller(300)
+    items = [item for item in snapshot.save(ctrl) if not item[0].startswith("+")]
+    whole = ctrl.window.copy()
+    for item in items:
+        if item[0] == "format":
+            item[1] = 1
+        if item[0] == "window":
+            item[1] = dict(item[1], t=whole.t, m=whole.m)
+    back = snapshot.load(json.loads(json.dumps(items)))
+    assert back.window.t == whole.t and back.therapy_state() == ctrl.therapy_state()
+
+
+@pytest.mark.parametrize("change", ["both", "orphan", "not_a_list", "whole_not_a_list"])
+def test_snapshot_parts_must_fit_their_field(change):
+    ctrl = _busy_controller(300)
+    items = snapshot.save(ctrl)
+    for item in items:
+        if change == "both" and item[0] == "window":
+            item[1]["t"] = [1]
+        if change == "whole_not_a_list" and item[0] == "window":
+            item[1]["t"] = 5
+        if change == "not_a_list" and item[0] == "+window.t":
+            item[1] = 5
+    if change == "orphan":
+        items.append(["+acc.x", [1]])
+    with pytest.raises(ValueError):
+        snapshot.load(items)
 
 
 def test_snapshot_load_rejects_a_partial_snapshot():

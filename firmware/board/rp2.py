@@ -69,6 +69,11 @@ MIN_RISE = 200  # HX711 counts: the plunger pushed
 OCCLUSION_RISE = 60000  # HX711 counts: the fluid cannot leave
 HX711_TIMEOUT_MS = 150  # 10 samples/s: a reading is due within 100 ms
 LOOP_DUTY_PCT = 25  # strokes may take at most this share of the loop's time (F17 below)
+# board.json's "device" may set the bench's geometry only: a calibration file must not
+# loosen a safety limit or an alarm threshold (found by the attacker: it raised the hard
+# maximum daily dose and the session timeout)
+BENCH_FIELDS = ("stroke_nl", "reservoir_capacity_nl", "tubing_nl", "catheter_length_mm",
+                "low_reservoir_nl", "max_rate_nl_per_min", "prime_rate_nl_per_min")
 STEPS_PER_ML_RANGE = (1000, 10000000)  # board.json outside these: no dosing (a typo is no dose)
 RISE_RANGE = (1, 8000000)  # HX711 counts (24-bit signed full scale)
 BATTERY_LOW_MV = 4400  # 4 x NiMH at 1.1 V/cell
@@ -76,7 +81,9 @@ BATTERY_OK_MV = 4600  # hysteresis: cleared above this
 ADC_FULL_MV = 3300
 TICK_MS = 50  # annunciation / button timer period
 DEBOUNCE_TICKS = 3  # a button counts after 150 ms in one state
+PRESS_GAP_TICKS = 40  # presses of one button closer than 2 s are one request (chatter)
 BUZZER_HZ = 880  # IEC 60601-1-8: fundamental 150-1000 Hz; a square wave brings harmonics
+BOOT_BUDGET_MS = 60000  # the boot's watchdog feed ends then (the health task takes over)
 GESTURE_MS = 5000  # ACK + PROVISION held this long at power-on: MAINTENANCE boot
 MAINTENANCE_RESET_MS = 1500  # the maintenance answer goes out before the reset
 
@@ -176,19 +183,24 @@ class DS3231:
         oscillator-stop flag is set, the chip does not answer, or the time it gives
         is not one ``set_ms`` writes (SR-23: a garbled time would move the outage
         bounds, so it is no time). Read until two reads agree (a read across a
-        second's edge is read again)."""
-        try:
-            if self.i2c.readfrom_mem(self.ADDR, self.STATUS, 1)[0] & self.OSF:
-                return None
-            r = self.i2c.readfrom_mem(self.ADDR, 0x00, 7)
+        second's edge is read again; a bus error up to three times)."""
+        for _ in range(3):  # a bus error is read again (found by the attacker)
+            try:
+                return self._read()
+            except OSError:
+                pass
+        return None
+
+    def _read(self):
+        if self.i2c.readfrom_mem(self.ADDR, self.STATUS, 1)[0] & self.OSF:
+            return None
+        r = self.i2c.readfrom_mem(self.ADDR, 0x00, 7)
+        again = self.i2c.readfrom_mem(self.ADDR, 0x00, 7)
+        if again != r:
+            r = again
             again = self.i2c.readfrom_mem(self.ADDR, 0x00, 7)
             if again != r:
-                r = again
-                again = self.i2c.readfrom_mem(self.ADDR, 0x00, 7)
-                if again != r:
-                    return None
-        except OSError:
-            return None
+                return None
         return decode_time(r)
 
     def set_ms(self, utc_ms):
@@ -287,13 +299,16 @@ class Annunciator:
         buzzer.freq(BUZZER_HZ)
         buzzer.duty_u16(0)
         led.freq(1000)
-        # [[name, pin, active, state, count, presses, armed]]: a button starts in the
-        # state its pin shows, and counts presses only after it was seen released (one
-        # held through a reset, or stuck, is no press)
+        # [[name, pin, active, state, count, presses, armed, since]]: a button starts in
+        # the state its pin shows, and counts presses only after it was seen released
+        # (one held through a reset, or stuck, is no press), and at most one per
+        # PRESS_GAP_TICKS (a chattering contact or a fidgeting hand is one request: each
+        # press is a logged command; found by the attacker)
         self.buttons = buttons
         for b in buttons:
             b[3] = 1 if b[1].value() == b[2] else 0
             b[6] = 1 - b[3]
+            b[7] = PRESS_GAP_TICKS
         self.level = None
         self.pattern = None
         self.pos = 0
@@ -337,6 +352,8 @@ class Annunciator:
             self.led.duty_u16(65535 if self.led_on else 0)
         self.led_left -= 1
         for b in self.buttons:
+            if b[7] < PRESS_GAP_TICKS:
+                b[7] += 1
             down = 1 if b[1].value() == b[2] else 0
             if down == b[3]:
                 b[4] = 0
@@ -345,8 +362,9 @@ class Annunciator:
                 if b[4] >= DEBOUNCE_TICKS:
                     b[3] = down
                     b[4] = 0
-                    if down and b[6]:
+                    if down and b[6] and b[7] >= PRESS_GAP_TICKS:
                         b[5] += 1
+                        b[7] = 0
                     if not down:
                         b[6] = 1  # released once: the next press counts
 
@@ -439,10 +457,16 @@ def check_settings(settings):
     got = {}
     for k in settings:
         v = settings[k]
-        if k == "device":  # controller configuration (itb.drugs.CONFIG_FIELDS)
+        if k == "device":  # the bench's geometry (itb.drugs.CONFIG_FIELDS), nothing else
+            if type(v) is not dict:
+                return cfg, "board.json: device must be an object"
+            for f in v:
+                if f not in BENCH_FIELDS:
+                    return cfg, ("board.json: device: %s is not a bench setting (only %s)"
+                                 % (f, ", ".join(BENCH_FIELDS)))
             try:
                 DeviceConfig(v)
-            except (ValueError, TypeError, AttributeError) as e:
+            except ValueError as e:
                 return cfg, "board.json: device: %s" % e
             got[k] = v
             continue
@@ -475,6 +499,7 @@ class Pico:
         self.cfg, self.settings_error = check_settings({} if settings is None else settings)
         self.DEV = bool(self.cfg["dev"])
         self.wdt = None
+        self._boot_feed = None
         self.burst = StepBurst(p(pins.STEP, p.OUT, value=0), self._input(pins.DIAG, pins.DIAG_PULL))
         self.hx = HX711(p(pins.HX711_DOUT, p.IN), p(pins.HX711_SCK, p.OUT, value=0))
         self.rtc = DS3231(machine.I2C(pins.I2C_ID, sda=p(pins.I2C_SDA), scl=p(pins.I2C_SCL),
@@ -483,7 +508,7 @@ class Pico:
         self.vsys_adc = machine.ADC(pins.VSYS_ADC)
         self.battery_is_low = False
         self.buttons = [
-            [name, self._input(gpio, pull), active, 0, 0, 0, 0]
+            [name, self._input(gpio, pull), active, 0, 0, 0, 0, 0]
             for name, gpio, pull, active in (
                 ("ack", pins.BTN_ACK, pins.BTN_ACK_PULL, pins.BTN_ACK_ACTIVE),
                 ("bolus", pins.BTN_BOLUS, pins.BTN_BOLUS_PULL, pins.BTN_BOLUS_ACTIVE),
@@ -655,9 +680,30 @@ class Pico:
         if type(timeout_ms) is not int or not 1 <= timeout_ms <= WDT_MAX_MS:
             raise ValueError("watchdog timeout must be 1..%d ms (RP2040), not %r"
                              % (WDT_MAX_MS, timeout_ms))
+        self.end_boot_feed()  # the health task feeds from here on
         if self.wdt is None or self.wdt.timeout_ms != timeout_ms:
             self.wdt = Watchdog(timeout_ms, self.heartbeat)
         return self.wdt
+
+    def boot_watchdog(self):
+        """SR-27 during the boot: the watchdog starts now, and a timer feeds it for at
+        most ``BOOT_BUDGET_MS`` until the app's health task takes it (store recovery
+        on a Pico may outlast one timeout: found by the attacker). A boot that takes
+        longer, or hangs, is reset and counts toward SAFE."""
+        wdt = self.watchdog(self.WATCHDOG_MS)
+        start = time.ticks_ms()
+
+        def feed(_t):
+            if time.ticks_diff(time.ticks_ms(), start) < BOOT_BUDGET_MS:
+                wdt.feed()
+
+        self._boot_feed = machine.Timer(-1, mode=machine.Timer.PERIODIC,
+                                        period=self.WATCHDOG_MS // 4, callback=feed)
+
+    def end_boot_feed(self):
+        if self._boot_feed is not None:
+            self._boot_feed.deinit()
+            self._boot_feed = None
 
     def device_config(self):
         """The controller configuration for a new store: board.json's ``device``
@@ -691,6 +737,7 @@ class Pico:
         settings in effect and a board.json problem)."""
         return {"battery_mv": self.battery_mv(), "supply_mv": self.supply_mv(),
                 "last_stroke": self.last_stroke, "settings_error": self.settings_error,
+                "held": [b[0] for b in self.buttons if b[3]],  # a stuck button shows here
                 "settings": {"steps_per_ml": self.cfg["steps_per_ml"],
                              "min_rise": self.cfg["min_rise"],
                              "occlusion_rise": self.cfg["occlusion_rise"], "dev": self.cfg["dev"]}}
@@ -782,7 +829,7 @@ def main(settings=None):
         if maintenance_boot(board):
             run_maintenance(board)
             return board
-        board.watchdog(Pico.WATCHDOG_MS)
+        board.boot_watchdog()
         from app import App
 
         board.mount()
@@ -806,5 +853,6 @@ def fatal(board, e):
         return
     board.en.value(1 - pins.EN_N_ACTIVE)
     board.annunciate("high")
+    board.end_boot_feed()  # a failed boot resets now, not at the end of its budget
     if board.wdt is None:
         board.watchdog(Pico.WATCHDOG_MS)

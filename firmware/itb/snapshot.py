@@ -18,8 +18,15 @@ from itb.limits import BasalHistory, WindowLog
 from itb.reservoir import Reservoir
 from itb.scheduler import Accumulator, Overlay
 
-FORMAT = 1
+FORMAT = 2  # 2: long lists in parts (format 1, without parts, still loads)
 SEEN_PER_ITEM = 1  # one result per line: a line is at most one (5 KB) result
+# lists that grow with the stroke rate: saved empty in their object's item and then in
+# items ``["+object.field", values]`` of LIST_PER_ITEM values, in order (at 1900
+# strokes a day the 24 h window was one 26 KB line, which a fragmented heap could not
+# allocate: found by the attacker). An older firmware refuses format 2 (SR-25) rather
+# than load an empty window.
+LONG = {"window": ("t", "m")}
+LIST_PER_ITEM = 128
 # plain-data attributes of the controller
 PLAIN = ("state", "rx", "program", "plan", "last_now", "stroke_seq", "pending",
          "last_stroke_ms", "hold_until", "no_increase_until", "interrupt_ms",
@@ -52,6 +59,11 @@ def save(ctrl):
         for key in obj.__dict__:
             d[key] = obj.__dict__[key]
         items.append([name, d])
+        for field in LONG.get(name, ()):
+            values = d[field]
+            d[field] = []
+            for i in range(0, len(values), LIST_PER_ITEM):
+                items.append(["+" + name + "." + field, values[i:i + LIST_PER_ITEM]])
     items.append(["overlays", [[o.source, o.next_ms, o.remaining, o.interval_ms]
                                for o in ctrl.overlays]])
     # command ids are ints: kept as [id, result] pairs, oldest first, in items of
@@ -72,18 +84,23 @@ def load(items, audit=None):
     controller or an exception)."""
     data = {}
     seen = []
+    parts = {}  # "object.field" -> the values of its "+" items, in order
     for pair in items:
         if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str:
             raise ValueError("snapshot item is not a [name, value] pair")
-        if pair[0] == "seen":  # possibly in several items, in order
+        if pair[0][:1] == "+":
+            if type(pair[1]) is not list:
+                raise ValueError("snapshot part %s has the wrong shape" % pair[0])
+            parts[pair[0][1:]] = parts.get(pair[0][1:], []) + pair[1]
+        elif pair[0] == "seen":  # possibly in several items, in order
             if type(pair[1]) is not list:
                 raise ValueError("snapshot field seen has the wrong shape")
             seen += pair[1]
             data["seen"] = seen
         else:
             data[pair[0]] = pair[1]
-    if data.get("format") != FORMAT:
-        raise ValueError("snapshot format %r is not %d" % (data.get("format"), FORMAT))
+    if data.get("format") not in (1, FORMAT):
+        raise ValueError("snapshot format %r is not 1 or %d" % (data.get("format"), FORMAT))
     need = ("cfg", "overlays", "seen") + PLAIN + tuple(o[0] for o in OBJECTS)
     for name in need:
         if name not in data:
@@ -99,7 +116,15 @@ def load(items, audit=None):
             raise ValueError("snapshot field %s has the wrong shape" % name)
         for key in fields:
             setattr(obj, key, fields[key])
+        for field in LONG.get(name, ()):
+            got = parts.pop(name + "." + field, [])
+            whole = fields[field]
+            if type(whole) is not list or (whole and got):
+                raise ValueError("snapshot field %s.%s is not one list" % (name, field))
+            setattr(obj, field, whole + got)
         setattr(ctrl, name, obj)
+    if parts:
+        raise ValueError("snapshot parts of no field: %s" % ", ".join(sorted(parts)))
     ctrl.overlays = [Overlay(o[0], o[1], o[2], o[3]) for o in data["overlays"]]
     ctrl.seen = {}
     ctrl.seen_order = []

@@ -71,6 +71,11 @@ DAY_MS = 86400000
 HOUR_MS = 3600000
 HEARTBEAT_MS = 15 * 60000  # SR-23
 PLAUSIBLE_OUTAGE_MS = 30 * DAY_MS  # SR-23: a longer RTC gap is "unknown"
+# SR-23 (reading): an RTC reads whole seconds and the board re-syncs its stamps when
+# they drift 1.5 s off it (app.py), so a gap this far below zero is a short outage
+# seen through that resolution, not a clock set back (found by the attacker: a 5 s
+# reset after 10 days of crystal drift was taken as "unknown" and halved the basal)
+RTC_SLACK_MS = 3000
 NOT_DURABLE = ("power_cut",)  # a real power cut writes nothing
 
 
@@ -122,10 +127,13 @@ def outage_bounds(last_rtc_ms, rtc_now_ms):
     """SR-23: ``(lower_ms, upper_ms)`` of the time elapsed since the last durable
     record, from the wall clock at that record and now (-1/None: unknown). Lower
     is 0 and upper None ("unknown = long") when either is unknown or the
-    difference is negative or longer than 30 days."""
+    difference is negative beyond ``RTC_SLACK_MS`` or longer than 30 days; within
+    that slack below zero it is ``(0, RTC_SLACK_MS)``."""
     if last_rtc_ms is None or last_rtc_ms < 0 or rtc_now_ms is None:
         return 0, None
     d = rtc_now_ms - last_rtc_ms
+    if -RTC_SLACK_MS <= d < 0:
+        return 0, RTC_SLACK_MS
     if d < 0 or d > PLAUSIBLE_OUTAGE_MS:
         return 0, None
     return d, d
