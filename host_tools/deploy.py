@@ -289,6 +289,11 @@ def has(p):
         return 1
     except OSError:
         return 0
+def isfile(p):
+    try:
+        return 0 if os.stat(R + p)[0] & 0x4000 else 1
+    except OSError:
+        return 0
 i = sys.implementation
 try:
     import machine
@@ -298,7 +303,7 @@ except Exception:
 print("ITB-JSON", json.dumps({"mpy": getattr(i, "_mpy", 0), "dev": dev,
       "upy": "%d.%d.%d" % (i.version[0], i.version[1], i.version[2]),
       "machine": getattr(i, "_machine", ""), "flag": has("/maintenance"),
-      "app": has("/main.py")}))
+      "app": has("/main.py"), "data_file": isfile("/data")}))
 """
 
 LIST = ROOT_LINE + """import os, json
@@ -635,6 +640,13 @@ class Deployer:
                                 " A board running the app must answer hello; to recover one"
                                 " that does not, hold ACK + PROVISION at power-on (MAINTENANCE"
                                 " boot)")
+        if facts.get("data_file"):
+            # the store needs the folder /data: with a file there every boot fails
+            # (found by the attacker); deploy never removes anything under /data
+            raise DeployError(EXIT_FAILED, "/data on the board is a file, not the store's"
+                              " folder: the firmware could not boot. Look at it and remove"
+                              f" it by hand ({sys.executable} -m mpremote connect"
+                              f" {self.port} resume fs rm :data), then deploy again")
         kind = ("in a MAINTENANCE boot" if facts.get("flag") else
                 "with firmware but no app answering (a MAINTENANCE boot by ACK + PROVISION,"
                 " or an app that does not start)" if facts.get("app") else

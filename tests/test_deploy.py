@@ -375,6 +375,18 @@ def test_a_code_file_under_data_neither_goes_nor_fails_the_verification(firmware
     assert record["new_fw"] == toolchain.source_digest(flash)
 
 
+def test_a_file_where_the_store_folder_belongs_stops_the_deploy(firmware_src, tmp_path):
+    """Found by the attacker (round 2): with a file /data every boot fails, and the
+    deploy did not notice. It stops before copying anything (and removes nothing)."""
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "data").write_text("not a folder")
+    pico = FakePico(flash)
+    with pytest.raises(deploy.DeployError, match="is a file"):
+        deployer(pico, firmware_src, tmp_path, []).run()
+    assert kinds(pico.calls) == ["probe"] and (flash / "data").read_text() == "not a folder"
+
+
 def test_a_board_script_answer_is_its_own_line_not_the_banner():
     """Found by the attacker: the MAINTENANCE banner starts "ITB " like the answers did."""
     banner = "ITB MAINTENANCE: not dosing. Deploy with itbctl deploy\n"
