@@ -79,8 +79,9 @@ def main(work, dose_ng=400000, conc=2000, days=30, acks_per_hour=0):
     for h in range(1, days * 24 + 1):
         for i in range(acks_per_hour):
             n[0] += 1
+            t = (h - 1) * HOUR + (i + 1) * HOUR // (acks_per_hour + 1)
             r.command({"name": "acknowledge", "id": n[0], "role": "patient",
-                       "args": {"code": "all"}}, (h - 1) * HOUR + (i + 1) * HOUR // (acks_per_hour + 1))
+                       "args": {"code": "all"}}, t)
         r.advance(h * HOUR)
         if h % 24 == 0:
             del machine.LOG[:]  # the fakes' activity records are not the firmware's
