@@ -608,6 +608,17 @@ def test_bad_settings_are_rejected_whole_and_the_board_does_not_dose(hw, setting
         assert pico.status()["settings_error"] == pico.settings_error
 
 
+def test_the_readme_s_bench_board_json_is_accepted(hw):
+    import re
+
+    from host_tools.toolchain import FIRMWARE
+
+    text = (FIRMWARE.parent / "README.md").read_text()
+    example = re.search(r'```json\n(\{"steps_per_ml".*?)```', text, re.S).group(1)
+    pico = make_pico(hw, **json.loads(example))
+    assert pico.settings_error is None and pico.cfg["device"]["reservoir_capacity_nl"]
+
+
 def test_board_json_configures_the_controller_for_the_bench_syringe(hw):
     """A 1 mL bench syringe and its tubing come from board.json's ``device``; the pump
     rate stays capped at what the board moves, whatever the file asks."""

@@ -69,11 +69,13 @@ MIN_RISE = 200  # HX711 counts: the plunger pushed
 OCCLUSION_RISE = 60000  # HX711 counts: the fluid cannot leave
 HX711_TIMEOUT_MS = 150  # 10 samples/s: a reading is due within 100 ms
 LOOP_DUTY_PCT = 25  # strokes may take at most this share of the loop's time (F17 below)
-# board.json's "device" may set the bench's geometry only: a calibration file must not
-# loosen a safety limit or an alarm threshold (found by the attacker: it raised the hard
-# maximum daily dose and the session timeout)
+# board.json's "device" may set the bench's geometry only (and the low-reservoir levels,
+# which follow the syringe's size): a calibration file must not loosen a dose limit, a
+# timeout or the volume accuracy (found by the attacker: it raised the hard maximum
+# daily dose and the session timeout)
 BENCH_FIELDS = ("stroke_nl", "reservoir_capacity_nl", "tubing_nl", "catheter_length_mm",
-                "low_reservoir_nl", "max_rate_nl_per_min", "prime_rate_nl_per_min")
+                "low_reservoir_nl", "low_reservoir_days", "max_rate_nl_per_min",
+                "prime_rate_nl_per_min")
 STEPS_PER_ML_RANGE = (1000, 10000000)  # board.json outside these: no dosing (a typo is no dose)
 RISE_RANGE = (1, 8000000)  # HX711 counts (24-bit signed full scale)
 BATTERY_LOW_MV = 4400  # 4 x NiMH at 1.1 V/cell
