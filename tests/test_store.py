@@ -15,11 +15,7 @@ from itb.trace import encode
 
 from host_tools.testkit import lfs
 from host_tools.testkit import workload as wl
-
-
-def _plain(ctrl):
-    """The controller's durable state after a JSON round trip (as stored)."""
-    return dict((k, v) for k, v in json.loads(json.dumps(snapshot.save(ctrl))))
+from host_tools.testkit.machine import plain_state
 
 
 @pytest.mark.sr("SR-26", "SR-25")
@@ -33,11 +29,11 @@ def test_rebuild_reproduces_the_controller_at_every_wake_of_a_week():
     for t, fn in wl.WEEK:
         h.run_to(t)
         fn(h)
-        live = _plain(h.runner.ctrl)
+        live = plain_state(h.runner.ctrl)
         h.runner.journal.sync()  # what a wake-up leaves unsynced is checked below
         runner, info, storage = st.Store(fs).rebuild(wl.Motor())
         assert storage is None and not info.damaged, vars(info)
-        assert _plain(runner.ctrl) == live
+        assert plain_state(runner.ctrl) == live
         checked += 1
     assert checked == len(wl.WEEK)
 
@@ -316,7 +312,7 @@ def test_dirfs_and_littlefs_hold_the_same_store(tmp_path):
         h.run(wl.WEEK, 2 * wl.DAY)
         h.runner.journal.close()
         runner, info, storage = st.Store(fs).rebuild(wl.Motor())
-        states.append(_plain(runner.ctrl))
+        states.append(plain_state(runner.ctrl))
     assert states[0] == states[1] == states[2]
 
 

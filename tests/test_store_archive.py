@@ -8,16 +8,11 @@ Recovery never reads the archive (SR-25, SR-26)."""
 import json
 
 import pytest
-from itb import snapshot
 from itb import store as st
 from itb.fs import MemoryFS
 
 from host_tools.testkit import workload as wl
-
-
-def _plain(ctrl):
-    """The controller's durable state after a JSON round trip (as stored)."""
-    return dict((k, v) for k, v in json.loads(json.dumps(snapshot.save(ctrl))))
+from host_tools.testkit.machine import plain_state
 
 
 def _harness(archive):
@@ -190,7 +185,7 @@ def test_recovery_is_unaffected_by_the_archive():
     assert kept == fs0.durable
     r0, i0 = _recovered(fs0, h0)
     r3, i3 = _recovered(fs3, h3, 2)
-    assert _plain(r3.ctrl) == _plain(r0.ctrl)
+    assert plain_state(r3.ctrl) == plain_state(r0.ctrl)
     assert vars(i3) == vars(i0)
     assert not i3.damaged and i3.replayed > 0
     kept = {p: v for p, v in fs3.durable.items() if not p.startswith(st.ARCHIVE + "/")}

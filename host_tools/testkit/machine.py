@@ -52,11 +52,19 @@ ALLOWED_UNITS = ("ng_per_day", "ng", "nl", "nl_per_day", "ms")
 OUTCOMES = st.sampled_from(["ok", "ok", "ok", "stall", "occlusion", "unknown"])
 
 
+def plain_state(ctrl):
+    """The controller's durable state as stored (after a JSON round trip): item name ->
+    value, a repeated item (``seen``, the ``+`` parts of a long list) joined in order."""
+    state = {}
+    for name, value in json.loads(json.dumps(snapshot.save(ctrl))):
+        state[name] = state[name] + value if name in state else value
+    return state
+
+
 def _state(ctrl):
-    """The controller's durable state as stored (after a JSON round trip), with the
-    window log's lazily pruned heads brought to the controller's time (queries move
-    them; the sums they give do not depend on it)."""
-    state = dict(json.loads(json.dumps(snapshot.save(ctrl))))
+    """``plain_state`` with the window log's lazily pruned heads brought to the
+    controller's time (queries move them; the sums they give do not depend on it)."""
+    state = {k: v for k, v in plain_state(ctrl).items() if not k.startswith("+window.")}
     w = ctrl.window.copy()
     w.sums(ctrl.last_now)
     state["window"] = [w.t[w.head[0]:], w.m[w.head[0]:], w.total]
