@@ -207,9 +207,10 @@ def check_abi(local, mpy, upy=None):
     if names[arch] not in PICO_ARCHS:
         # a virtual board (the unix port) runs this checkout's firmware already and
         # has no REPL to copy through (found by the new-user trial: a 10-minute wait)
+        hint = (" (a virtual board runs the firmware of this checkout: restart it with"
+                " itbsim board)" if names[arch] == "x64" else "")
         raise DeployError(EXIT_REFUSED, f"the board is {BOARD_NAMES.get(names[arch])}, not a"
-                          " Pico: nothing was changed (a virtual board runs the firmware of"
-                          " this checkout: restart it with itbsim board)")
+                          f" Pico: nothing was changed{hint}")
     return names[arch]
 
 

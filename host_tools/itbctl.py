@@ -3,7 +3,7 @@ over the authenticated serial protocol.
 
     itbctl ports
     itbctl --port /dev/ttyACM0 status
-    itbctl --port socket://127.0.0.1:7000 set-daily-dose 120ug
+    itbctl --port socket://127.0.0.1:7000 set-daily-dose --daily-dose 120ug
     itbctl --port PORT bolus --dose 50ug --duration 30min
     itbctl --port PORT log export --format trace --out board.jsonl
     itbctl deploy --port /dev/ttyACM0 --dry-run      # then without --dry-run
@@ -552,7 +552,7 @@ def parser():
                         help="as the global --port (device path or pyserial URL)")
     common.add_argument("--keys", default=argparse.SUPPRESS,
                         help="as the global --keys (key file, or a folder of <device"
-                        " id>.json key files; deploy's service key enters MAINTENANCE)")
+                        " id>.json key files)")
 
     def command(name, text, **kw):
         return sub.add_parser(name, help=_help(text), description=_help(text),
@@ -577,18 +577,19 @@ def parser():
     lp = command("log", "the board's ledger")
     lsub = lp.add_subparsers(dest="log_command", required=True)
     le = lsub.add_parser("export", help="write the ledger as csv, json or a runner trace"
-                         " (itbsim replay reads the trace)")
+                         " (itbsim replay reads the trace)", parents=[common])
     le.add_argument("--format", choices=("csv", "json", "trace"), default="csv",
                     help="csv (default), json (one object per line) or trace (for itbsim"
                     " replay; needs the whole history)")
     le.add_argument("--out", default="-", help="file (default: stdout)")
     tp = command("time", "the board's RTC")
     tsub = tp.add_subparsers(dest="time_command", required=True)
-    tsub.add_parser("sync", help="set the board's RTC to this host's UTC time (logged)")
+    tsub.add_parser("sync", help="set the board's RTC to this host's UTC time (logged)",
+                    parents=[common])
     kp = command("keys", "role keys")
     ksub = kp.add_subparsers(dest="keys_command", required=True)
     ksub.add_parser("provision", help="new keys for every role, while the board's"
-                    " provisioning button is held; saved with mode 0600")
+                    " provisioning button is held; saved with mode 0600", parents=[common])
     mp = command("monitor", "live status and alarms: a block whenever state, dose or alarms"
                  " change (--json: every poll); Ctrl-C stops")
     mp.add_argument("--interval", type=float, default=2.0,
@@ -608,7 +609,8 @@ def parser():
                     " ~/.local/state/itb-controller/deploys.jsonl)")
     hp = command("hil", "run the property machine against the board through the protocol"
                  " (dev build, every role key, the board's whole ledger; it reprograms the"
-                 " board and steps its clock: use a fresh virtual board)")
+                 " board and steps its clock: a fresh virtual board, or a dev-build Pico on"
+                 " the bench with water only; README: Hardware-in-the-loop tests)")
     hp.add_argument("--examples", type=int, default=10, help="random runs (default 10)")
     hp.add_argument("--steps", type=int, default=30, help="rule steps per run (default 30)")
     return p

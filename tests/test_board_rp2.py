@@ -608,14 +608,15 @@ def test_bad_settings_are_rejected_whole_and_the_board_does_not_dose(hw, setting
         assert pico.status()["settings_error"] == pico.settings_error
 
 
-def test_the_readme_s_bench_board_json_is_accepted(hw):
+def test_the_shipped_bench_board_json_is_accepted_and_is_the_readme_s(hw):
     import re
 
     from host_tools.toolchain import FIRMWARE
 
-    text = (FIRMWARE.parent / "README.md").read_text()
-    example = re.search(r'```json\n(\{"steps_per_ml".*?)```', text, re.S).group(1)
-    pico = make_pico(hw, **json.loads(example))
+    shipped = (FIRMWARE.parent / "examples" / "board" / "board.json").read_text()
+    readme = (FIRMWARE.parent / "README.md").read_text()
+    assert re.search(r'```json\n(\{"steps_per_ml".*?)```', readme, re.S).group(1) == shipped
+    pico = make_pico(hw, **json.loads(shipped))
     assert pico.settings_error is None and pico.cfg["device"]["reservoir_capacity_nl"]
 
 
@@ -858,6 +859,9 @@ def test_the_maintenance_gesture_needs_a_power_on_and_five_seconds(
     assert hw.board.maintenance_boot(pico) is maintenance
     if maintenance:
         assert hw.clock.ms - t0 >= hw.board.GESTURE_MS
+        assert pico.ann.level == "gesture"  # chirping, from the annunciation timer
+    elif cause == 1:
+        assert pico.ann.level is None  # let go: the chirps stop
 
 
 @pytest.mark.sr("SR-23")
@@ -1209,6 +1213,7 @@ def test_the_boot_is_watched_with_a_bounded_feed(hw, monkeypatch):
     pico = make_pico(hw)
     pico.boot_watchdog()
     timer = hw.machine.TIMERS[-1]
+    assert timer.period <= 1000  # a heartbeat edge every 2 s, as with the health task
     feeds = lambda: len([e for e in hw.machine.LOG if e == ("wdt_feed",)])  # noqa: E731
     timer.fire()
     assert feeds() == 1

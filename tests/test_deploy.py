@@ -533,6 +533,10 @@ def test_itbctl_deploy_dry_run_and_refusals_before_anything_changes(board, virtu
     assert calls == [] and not (tmp_path / "r.jsonl").exists()
     assert itbctl.main(["--port", url, "--keys", str(keys_dir), "--json", "status"]) == 0
     assert json.loads(capsys.readouterr().out)["state"] == "UNPROGRAMMED"
-    # --port and --keys also after the command, as deploy takes them (new-user trial)
+    # --port and --keys also after the command, as deploy takes them (new-user trial),
+    # two-word commands included
     assert itbctl.main(["--json", "status", "--port", url, "--keys", str(keys_dir)]) == 0
     assert json.loads(capsys.readouterr().out)["state"] == "UNPROGRAMMED"
+    assert itbctl.main(["--json", "--yes", "time", "sync", "--port", url, "--keys",
+                        str(keys_dir)]) == 0
+    capsys.readouterr()

@@ -85,6 +85,7 @@ TICK_MS = 50  # annunciation / button timer period
 DEBOUNCE_TICKS = 3  # a button counts after 150 ms in one state
 PRESS_GAP_TICKS = 40  # presses of one button closer than 2 s are one request (chatter)
 BUZZER_HZ = 880  # IEC 60601-1-8: fundamental 150-1000 Hz; a square wave brings harmonics
+BOOT_FEED_MS = 1000  # as the health task: a heartbeat edge every 2 s (the fail-safe timer)
 BOOT_BUDGET_MS = 60000  # the boot's watchdog feed ends then (the health task takes over)
 GESTURE_MS = 5000  # ACK + PROVISION held this long at power-on: MAINTENANCE boot
 MAINTENANCE_RESET_MS = 1500  # the maintenance answer goes out before the reset
@@ -97,10 +98,12 @@ BUZZER_PATTERNS = {
     "high": ((3, 2), (3, 2), (3, 7), (3, 2), (3, 10), (3, 2), (3, 2), (3, 7), (3, 2), (3, 100)),
     "medium": ((4, 2), (4, 2), (4, 150)),
     "low": ((4, 2), (4, 400)),
+    "gesture": ((2, 18),),  # the MAINTENANCE gesture: a 100 ms chirp each second
 }
 # LED (on, off) ticks: HIGH flashes at 2 Hz, MEDIUM at 0.5 Hz, LOW steady, no
 # alarm a short blink every 5 s (the board is alive)
-LED_PATTERNS = {"high": (5, 5), "medium": (20, 20), "low": (1, 0), None: (1, 99)}
+LED_PATTERNS = {"high": (5, 5), "medium": (20, 20), "low": (1, 0), None: (1, 99),
+                "gesture": (2, 18)}
 
 RESET_CAUSES = {}  # machine.reset_cause() -> app's name (filled in _causes())
 
@@ -700,7 +703,7 @@ class Pico:
                 wdt.feed()
 
         self._boot_feed = machine.Timer(-1, mode=machine.Timer.PERIODIC,
-                                        period=self.WATCHDOG_MS // 4, callback=feed)
+                                        period=BOOT_FEED_MS, callback=feed)
 
     def end_boot_feed(self):
         if self._boot_feed is not None:
@@ -790,13 +793,12 @@ def maintenance_boot(board):
     if board.reset_cause() != "power_on" or not _both_held(board):
         return False
     start = time.ticks_ms()
+    board.annunciate("gesture")  # a chirp each second while both are held
     while _both_held(board):
-        held = time.ticks_diff(time.ticks_ms(), start)
-        if held >= GESTURE_MS:
+        if time.ticks_diff(time.ticks_ms(), start) >= GESTURE_MS:
             return True
-        board.ann.buzzer.duty_u16(32768 if held % 1000 < 100 else 0)
         time.sleep_ms(50)
-    board.ann.buzzer.duty_u16(0)
+    board.annunciate(None)
     return False
 
 
