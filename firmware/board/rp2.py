@@ -14,10 +14,17 @@ Wiring: ``board/pins.py`` (generated from ``hardware/pins.toml``).
   the push force did not rise by ``MIN_RISE``, ``occlusion`` when it rose by
   ``OCCLUSION_RISE`` or more, ``unknown`` when the burst overran its time or the
   sensor gave no reading. Thresholds are raw HX711 counts over the pre-stroke
-  baseline; they are set on the bench (``/data/board.json``, issue 8).
+  baseline; they are set on the bench (``/data/board.json``, ``check_settings``:
+  a bad file is rejected whole and every stroke is then a ``stall`` without
+  moving). A stroke the adapter will not move is a ``stall`` too, never
+  ``unknown`` (which the controller counts as delivered). The pump rate is
+  capped at what the board moves (``device_config``), and the app yields to its
+  other tasks between strokes: a stroke blocks the loop for its burst.
 - **RTC**: a DS3231 on I2C0 (battery-backed). Its oscillator-stop flag means the
   time is lost: ``rtc_now()`` is then None (SR-23 CLOCK_INVALID) until set.
-  Resolution 1 s: ``rtc_now`` is the start of the current second.
+  Resolution 1 s: ``rtc_now`` is the start of the current second. A reading
+  that is not a real date is no time (``decode_time``); the app re-syncs the
+  ledger's stamps to it (``app.App._check_rtc``).
 - **Ticks**: ``time.ticks_ms`` wraps at 2^30 ms here; the app converts them to the
   therapy clock with ``board.ticks.TherapyClock``.
 - **Battery**: ADC0 through a divider; ``battery_low()`` with hysteresis
@@ -31,9 +38,14 @@ Wiring: ``board/pins.py`` (generated from ``hardware/pins.toml``).
   ``maintenance()`` writes ``/maintenance`` and resets into a MAINTENANCE boot:
   no dosing, no watchdog, HIGH annunciation, the REPL free for ``mpremote``.
   The flag stays until ``itbctl deploy`` removes it (a half-copied firmware
-  never boots); ACK + PROVISION held at power-on also boot into MAINTENANCE.
+  never boots); ACK + PROVISION held 5 s at a power-on also boot into
+  MAINTENANCE. ``main`` starts the watchdog before the app is made, with a
+  bounded feed through the boot (``boot_watchdog``), and ``fatal`` handles a
+  boot or app failure (motor off, HIGH, the watchdog resets).
 - **Serial**: the USB CDC port the REPL uses (``CONSOLE``: Ctrl-C is disabled
-  outside MAINTENANCE), read and written without blocking the loop.
+  outside MAINTENANCE, from ``main.py``'s first line), read and written one byte
+  at a time as ``select.poll`` allows, so a host that stops reading never blocks
+  the loop.
 - **Sleep**: never ``machine.lightsleep`` (it freezes PWM and PIO).
 
 Bench figures still to measure are listed in the README ("What must be measured
