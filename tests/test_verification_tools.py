@@ -2,6 +2,9 @@
 a test, the mutation list rejects a stale entry, and the ticks-to-therapy-clock
 conversion used in the MicroPython differential is right across the 2^30 wrap."""
 
+import subprocess
+from pathlib import Path
+
 import pytest
 from board.ticks import MAX_READ_GAP_MS, TherapyClock
 from hypothesis import given
@@ -167,3 +170,19 @@ def test_model_cli_reports_a_misshapen_trace_as_malformed(tmp_path, capsys, line
     path.write_text("\n".join(lines) + "\n")
     assert model.main([str(path)]) == 2
     assert "malformed trace" in capsys.readouterr().err
+
+
+def test_the_control_run_uses_a_copy_of_the_firmware_like_the_mutants(monkeypatch):
+    """A test that reads the repository through the firmware's folder failed on every
+    mutant's copy and so "killed" all of them (seen in CI). The control run now runs on
+    an unmutated copy placed like a mutant's, so such a test fails the control run."""
+    seen = []
+
+    def fake_suite(files, env, python, timeout_s):
+        seen.append(dict(env))
+        assert (Path(env["ITB_FIRMWARE_DIR"]) / "itb" / "controller.py").is_file()
+        return subprocess.CompletedProcess([], 0, "", "")
+
+    monkeypatch.setattr(mutate, "_suite", fake_suite)
+    assert mutate.baseline(["tests/test_rules.py"])[0]
+    assert seen and Path(seen[0]["ITB_FIRMWARE_DIR"]) != mutate.FIRMWARE

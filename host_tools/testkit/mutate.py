@@ -134,14 +134,24 @@ def _tail(proc, n):
 
 
 def baseline(files, python=sys.executable, timeout_s=900):
-    """Run ``files`` against the unmutated firmware (the control run): a kill only
-    means something if the same suite passes without the fault. Returns
-    ``(ok, seconds, tail of the output)``."""
+    """Run ``files`` against an unmutated copy of the firmware, placed and named as a
+    mutant's is (the control run): a kill only means something if the same suite
+    passes without the fault, and a test that fails on any copy (one that reads the
+    repository through the firmware's folder) must fail here, not "kill" every
+    mutant. Returns ``(ok, seconds, tail of the output)``."""
     t0 = time.monotonic()
-    proc = _suite(files, {}, python, timeout_s)
+    with tempfile.TemporaryDirectory(prefix="itb-control-") as tmp:
+        fw = Path(tmp) / "firmware"
+        shutil.copytree(FIRMWARE, fw, ignore=shutil.ignore_patterns("__pycache__"))
+        proc = _suite(files, _copy_env(fw), python, timeout_s)
     if proc is None:
         return False, time.monotonic() - t0, "no verdict after %d s" % timeout_s
     return proc.returncode == 0, time.monotonic() - t0, _tail(proc, 5)
+
+
+def _copy_env(fw):
+    """The environment that points the test suite at the firmware copy ``fw``."""
+    return {"ITB_FIRMWARE_DIR": str(fw), "PYTHONPATH": str(fw), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def run_one(m, files, python=sys.executable, timeout_s=900):
@@ -163,8 +173,7 @@ def run_one(m, files, python=sys.executable, timeout_s=900):
             out["seconds"] = time.monotonic() - t0
             return out
         target.write_text(mutated)
-        fw_env = {"ITB_FIRMWARE_DIR": str(fw), "PYTHONPATH": str(fw),
-                  "PYTHONDONTWRITEBYTECODE": "1"}
+        fw_env = _copy_env(fw)
         probe = subprocess.run(
             [python, "-c", "import itb.%s as m; print(m.__file__)" % target.stem],
             cwd=ROOT, env=dict(os.environ, **fw_env), capture_output=True, text=True,
