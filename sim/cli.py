@@ -2,6 +2,7 @@
 
     itbsim run SCENARIO.toml --out DIR          one run: summary.json, timeseries.csv,
                                                 trace.jsonl, report.html
+                             [--balance FILE.csv]  and balance readings (sim/balance.py)
     itbsim titrate --origin spinal ...          the clinician's titration planner
     itbsim compare A.toml B.toml --out DIR      two plans side by side in one report
     itbsim replay TRACE.jsonl --out DIR         a recorded runner trace through the patient
@@ -16,12 +17,13 @@ illustrative, not validated.
 """
 
 import argparse
+import math
 import os
 import sys
 import time
 from pathlib import Path
 
-from sim import outputs, scenario
+from sim import balance, outputs, scenario
 
 BANNER = ("ITB simulator: research/engineering tool, NOT a medical device. "
           "Patient-model outputs are illustrative, not validated.")
@@ -48,10 +50,10 @@ def _params(sc, model):
         raise UsageError(str(e)) from None
 
 
-def run_to_dir(sc, out, params=None, label=None, report=True):
+def run_to_dir(sc, out, params=None, label=None, report=True, fluid=None):
     """Run ``sc`` writing its files into ``out``; returns the Result. Without a
     report, a report.html left by an earlier run is removed (it would describe
-    another run)."""
+    another run). ``fluid``: as ``engine.Simulation`` takes it."""
     from sim import engine
 
     out = outputs.prepare_dir(out)
@@ -62,7 +64,7 @@ def run_to_dir(sc, out, params=None, label=None, report=True):
             write(line)
             write("\n")
 
-        result = engine.Simulation(sc, params=params, trace=sink).run()
+        result = engine.Simulation(sc, params=params, trace=sink, fluid=fluid).run()
     outputs.write_summary(out / "summary.json", result.summary)
     outputs.write_timeseries(out / "timeseries.csv", result.rows)
     if report:
@@ -99,17 +101,73 @@ def _print_result(sc, result, out, report):
         print(f"  report: {Path(out) / 'report.html'}")
 
 
+BALANCE_OPTIONS = {  # --balance-* option -> sim.balance setting
+    "balance_interval_s": "interval_s",
+    "balance_noise_mg": "noise_mg",
+    "balance_evaporation_mg_per_h": "evaporation_mg_per_h",
+    "balance_resolution_mg": "resolution_mg",
+    "balance_temperature_c": "temperature_c",
+}
+
+
+def _balance_settings(a, sc):
+    """The balance settings of ``itbsim run`` (None without --balance); every
+    problem is a UsageError before anything runs."""
+    given = [k for k in BALANCE_OPTIONS if getattr(a, k) is not None]
+    if a.balance is None:
+        if given:
+            raise UsageError(f"--{given[0].replace('_', '-')} needs --balance FILE.csv")
+        return None
+    settings = dict(balance.DEFAULTS)
+    for opt, key in BALANCE_OPTIONS.items():
+        if getattr(a, opt) is not None:
+            settings[key] = getattr(a, opt)
+    try:
+        balance.check(settings["noise_mg"], settings["evaporation_mg_per_h"],
+                      settings["resolution_mg"], settings["temperature_c"])
+        n = balance.count(0, sc.duration_ms, settings["interval_s"])
+    except ValueError as e:
+        raise UsageError(f"--balance: {e}") from None
+    if n > balance.MAX_READINGS:
+        raise UsageError(f"--balance: {n} readings (over {balance.MAX_READINGS}); take a"
+                         " longer --balance-interval-s")
+    if balance.sidecar_path(a.balance) == Path(a.balance):
+        raise UsageError(f"--balance {a.balance}: its settings go to a .json file of the"
+                         " same name; give the readings another suffix (.csv)")
+    return settings
+
+
+def _write_balance(path, settings, sc, events):
+    path = Path(path)
+    outputs.prepare_dir(path.parent)
+    rows = balance.iter_readings(events, 0, sc.duration_ms, settings["interval_s"],
+                                 settings["noise_mg"], settings["evaporation_mg_per_h"],
+                                 settings["resolution_mg"], settings["temperature_c"],
+                                 balance.rng_for(sc.seed))
+    n = balance.write(path, rows, settings["resolution_mg"])
+    balance.write_sidecar(balance.sidecar_path(path),
+                          balance.sidecar(sc, settings, events, n, path.name))
+    return n
+
+
 def cmd_run(a):
     sc = _load(a.scenario)
     if a.seed is not None:
         sc = sc.with_seed(a.seed)
     params = _params(sc, a.patient)
+    settings = _balance_settings(a, sc)
+    events = [] if settings is not None else None
+    fluid = None if events is None else (lambda t, nl: events.append((t, nl)))
     t0 = time.perf_counter()
-    result = run_to_dir(sc, a.out, params, report=not a.no_report)
+    result = run_to_dir(sc, a.out, params, report=not a.no_report, fluid=fluid)
+    n = None if events is None else _write_balance(a.balance, settings, sc, events)
     for msg in outputs.setup_warnings(result.setup):  # also with --quiet
         print(f"itbsim: {msg}", file=sys.stderr)
     if not a.quiet:
         _print_result(sc, result, a.out, not a.no_report)
+        if n is not None:
+            print(f"  balance readings: {a.balance} ({n} readings; settings in"
+                  f" {balance.sidecar_path(a.balance)})")
         print(f"  ({time.perf_counter() - t0:.2f} s)")
     return 0
 
@@ -239,6 +297,30 @@ def _seed(text):
 MAX_PATIENTS = 10_000
 
 
+def _finite(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError("must be a finite number")
+    return v
+
+
+def _positive(text):
+    v = _finite(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return v
+
+
+def _non_negative(text):
+    v = _finite(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError("must be non-negative")
+    return v
+
+
 def _count(text):
     v = int(text)
     if v < 1:
@@ -266,6 +348,23 @@ def build_parser():
     p.add_argument("--patient", choices=models, help="override the scenario's patient model")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
+    g = p.add_argument_group(
+        "balance readings", "--balance FILE.csv also writes what a balance under the catheter"
+        " tip would read (CSV time_s,mass_g; the settings in FILE.json), for rehearsing the"
+        " bench analysis (IEC 60601-2-24 start-up and trumpet curves): the pump model's true"
+        " volume per stroke (the tubing is full: each stroke pushes it out of the tip) times"
+        " the water density, minus evaporation, plus noise, rounded; its own random stream,"
+        " so the run is the same with or without it (sim/balance.py)")
+    g.add_argument("--balance", metavar="FILE.csv", help="write balance readings here")
+    d = balance.DEFAULTS
+    for opt, kind, text in (
+            ("--balance-interval-s", _positive, "seconds between readings"),
+            ("--balance-noise-mg", _non_negative, "sd of the balance noise, mg"),
+            ("--balance-evaporation-mg-per-h", _non_negative, "evaporation, mg/h"),
+            ("--balance-resolution-mg", _non_negative, "reading resolution, mg (0: none)"),
+            ("--balance-temperature-c", _finite, "water temperature for the density, C (0-40)")):
+        key = BALANCE_OPTIONS[opt[2:].replace("-", "_")]
+        g.add_argument(opt, type=kind, metavar="X", help=f"{text} (default {d[key]:g})")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("compare", help="two scenarios side by side in one report", description=(

@@ -63,12 +63,16 @@ class Simulation:
     """One run. ``Simulation(scenario, params=None, trace=None).run()`` -> ``Result``.
 
     ``params``: a ``patient.PatientParams`` (default: the scenario's named model);
-    ``trace``: a callable taking each runner trace line (JSONL, ``itb/trace.py``)."""
+    ``trace``: a callable taking each runner trace line (JSONL, ``itb/trace.py``);
+    ``fluid``: a callable taking ``(t_ms, volume_nl)`` for each stroke that moved
+    fluid: the pump model's true volume (whole nL) leaving the pump, and so the
+    catheter tip (balance readings, ``sim/balance.py``). Neither changes the run."""
 
-    def __init__(self, scenario, params=None, trace=None):
+    def __init__(self, scenario, params=None, trace=None, fluid=None):
         self.sc = scenario
         self.params = params or pt.patient_params(scenario.model)
         self.trace_sink = trace
+        self.fluid_sink = fluid
         self.rng = random.Random(scenario.seed)
         self.cfg = DeviceConfig(scenario.config)
         self.t = 0
@@ -129,6 +133,8 @@ class Simulation:
             self.day_nl[d] += volume_nl
         self.del_t.append(t)
         self.del_ng.append(mass_ng)
+        if volume_nl and self.fluid_sink is not None:
+            self.fluid_sink(t, volume_nl)
 
     def _rtc(self):
         return EPOCH_UTC_MS + self.t + self.rtc_delta if self.rtc_valid else None
