@@ -7,6 +7,7 @@ over the authenticated serial protocol.
     itbctl --port PORT bolus --dose 50ug --duration 30min
     itbctl --port PORT log export --format trace --out board.jsonl
     itbctl deploy --port /dev/ttyACM0 --dry-run      # then without --dry-run
+    itbctl trumpet run.csv --rate-ul-per-h 2 --stroke-interval-min 60   # no board
 
 Commands follow the schema (``itb.commands``): every controller command has a
 subcommand (underscores become hyphens) whose options are its parameters, given
@@ -16,6 +17,8 @@ without a unit in its name takes a plain integer. Therapy changes are two-phase
 24 h, strokes, projected low-reservoir and empty dates) and applied only after
 you confirm (``--yes`` for scripts). ``--json`` prints the board's results as
 JSON. A refusal exits with status 3 and its reason; a link failure with 2.
+``trumpet`` talks to no board: start-up and trumpet curves (IEC 60601-2-24) from
+a bench balance's readings (``host_tools.trumpet``).
 
 Keys: ``--keys FILE`` (or ``ITBCTL_KEYS``; a folder: its ``<device id>.json``),
 else ``~/.config/itbctl/keys/<device id>.json``; a key file must be private (mode
@@ -518,6 +521,36 @@ def cmd_deploy(s):
     return 0
 
 
+def cmd_trumpet(s):
+    """Start-up and trumpet curves of a balance's readings (``host_tools.trumpet``): no
+    board, no port. Bad readings or settings: UsageError (exit 64)."""
+    from host_tools import trumpet as tr
+
+    ns = s.ns
+    try:
+        times, masses = tr.read_readings(ns.readings)
+        evaporation = ns.evaporation_mg_per_h
+        if ns.blank:
+            evaporation = tr.evaporation_from_blank(*tr.read_readings(ns.blank))
+        result = tr.analyse(times, masses, ns.rate_ul_per_h,
+                            stroke_interval_min=ns.stroke_interval_min,
+                            temperature_c=ns.temperature_c,
+                            evaporation_mg_per_h=evaporation)
+        out = Path(ns.out) if ns.out else Path(ns.readings).parent
+        out.mkdir(parents=True, exist_ok=True)
+        csv_path, fig_path = out / "trumpet.csv", out / f"trumpet.{ns.figure}"
+        tr.write_csv(result, csv_path)
+        tr.plot(result, fig_path)
+    except tr.TrumpetError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"cannot write the results: {e}") from None
+    s.emit({**result, "files": [str(csv_path), str(fig_path)]})
+    s.say(tr.summary_text(result))
+    s.say(f"wrote {csv_path} and {fig_path}")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # a usage error: 64, as the epilog says (not argparse's 2)
@@ -613,6 +646,34 @@ def parser():
                  " the bench with water only; README: Hardware-in-the-loop tests)")
     hp.add_argument("--examples", type=int, default=10, help="random runs (default 10)")
     hp.add_argument("--steps", type=int, default=30, help="rule steps per run (default 30)")
+    # no board: no --port/--keys of its own (the global ones are ignored)
+    text = ("start-up and trumpet curves (IEC 60601-2-24: 0.5 min samples, windows of 1, 2,"
+            " 5, 11, 19 and 31 min from the second hour) from timed balance readings, and"
+            " with --stroke-interval-min the curves over whole stroke intervals (25 h and an"
+            " interval of readings); writes trumpet.csv and trumpet.png or .svg; talks to no"
+            " board")
+    trp = sub.add_parser("trumpet", help=_help(text), description=_help(text))
+    trp.add_argument("readings", metavar="READINGS.csv", help="CSV with a header: time_s"
+                     " (seconds, increasing) and mass_g or mass_mg; the first reading is the"
+                     " start of the infusion")
+    trp.add_argument("--rate-ul-per-h", type=float, required=True, metavar="R",
+                     help="the set rate (uL/h)")
+    trp.add_argument("--stroke-interval-min", type=float, metavar="T",
+                     help="the pump's stroke interval (min): adds the curves over windows of"
+                     " 1, 2, 4, ... whole intervals up to 24 h (needs 25 h and one interval"
+                     " of readings)")
+    trp.add_argument("--temperature-c", type=float, default=20.0, metavar="C",
+                     help="water temperature for its density (default %(default)s)")
+    evaporation = trp.add_mutually_exclusive_group()
+    evaporation.add_argument("--evaporation-mg-per-h", type=float, default=0.0, metavar="E",
+                             help="evaporation from the vessel, added back (default"
+                             " %(default)s)")
+    evaporation.add_argument("--blank", metavar="BLANK.csv", help="readings of a blank run"
+                             " (no flow): their slope is the evaporation")
+    trp.add_argument("--out", metavar="DIR", help="folder for trumpet.csv and the figure"
+                     " (default: the readings' folder)")
+    trp.add_argument("--figure", choices=("png", "svg"), default="png",
+                     help="figure format (default %(default)s)")
     return p
 
 
@@ -621,7 +682,7 @@ def main(argv=None):
     s = Session(ns)
     handlers = {"ports": cmd_ports, "status": cmd_status, "alarms": cmd_alarms,
                 "program": cmd_program, "monitor": cmd_monitor, "hil": cmd_hil,
-                "deploy": cmd_deploy}
+                "deploy": cmd_deploy, "trumpet": cmd_trumpet}
     try:
         if ns.command in handlers:
             return handlers[ns.command](s)
