@@ -437,6 +437,20 @@ def test_sr29_patient_bolus_refused_while_a_bolus_is_delivered():
     assert len(b.strokes_between(t - 1, last, "bolus")) == 10
 
 
+@pytest.mark.sr("SR-7", "SR-14")
+def test_sr7_a_clinician_bolus_is_refused_while_a_bolus_is_delivered():
+    """A second bolus is refused (one audit record, nothing changed) until the first
+    one's last stroke; then it is accepted. Covered only by chance by the property
+    machine before (a changed seed lost it: CI coverage fell to 99.9 %)."""
+    b = setup(D100)
+    t = HOUR
+    assert b.confirm("bolus", {"dose_ng": 10_000, "duration_ms": HOUR}, t)["ok"]
+    last = t + 9 * 360 * SEC
+    b.assert_refused("BOLUS_ACTIVE", lambda: b.prepare(
+        "bolus", {"dose_ng": 10_000, "duration_ms": HOUR}), last - 1)
+    assert b.confirm("bolus", {"dose_ng": 10_000, "duration_ms": HOUR}, last)["ok"]
+
+
 # ============================================================ SR-16 / SR-27 states
 
 
