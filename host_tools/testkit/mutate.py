@@ -41,7 +41,9 @@ SKIP_FILES = ("test_micropython", "test_firmware_subset", "test_verification_too
               "test_link", "test_hil", "test_fuzz_board", "test_app", "test_itbctl",
               "test_deploy",
               # the Pico adapter in the unix port (a compile and a 30-day run), the pin map
-              "test_board_micropython", "test_hardware")
+              "test_board_micropython", "test_hardware",
+              # bench analysis of balance readings: no firmware in it
+              "test_trumpet")
 LAST_FILES = ("test_property_machine.py",)  # slowest killer last: -x stops earlier
 RULE = re.compile(r"^SR-\d+$")
 KILL = re.compile(r"^FAILED (\S+::\S+)")  # a test that ran and failed; not a collection ERROR
