@@ -84,7 +84,7 @@ MAX_SLEEP_MS = 1000  # the runner re-checks the clock at least this often
 WRITE_TIMEOUT_MS = 1000  # an answer the host does not take within this is dropped
 STALLED_WRITE_MS = 10  # ... and after that, until one goes through, this
 STALLED_MS_PER_KB = 200  # plus this per KB of answer (a Pico writes a byte at a time)
-STEP_CHUNK_MS = 3600000  # a test-clock step runs (and checkpoints) an hour at a time
+STEP_CHUNK_MS = 3600000  # a test-clock step runs one wake-up, at most an hour, at a time
 BOARD_IDS = 16  # board-command results remembered by id (a retry is not re-applied)
 SWITCH_POLL_MS = 200
 RTC_CHECK_MS = 60000  # the RTC is compared with the ledger's stamps this often (real ms)
@@ -449,7 +449,7 @@ class App:
             command = {"name": "acknowledge", "role": "patient", "args": {"code": "all"}}
         else:
             command = {"name": "patient_bolus", "role": "patient", "args": {}}
-        command["id"] = self._hello()["last_id"] + 1
+        command["id"] = self._last_id() + 1
         return self.runner.command(command, now)
 
     # ------------------------------------------------------------------ messages
@@ -491,7 +491,7 @@ class App:
         elif msg["id"] in self.board_seen:  # a retry: the recorded result, not again
             res = dict(self.board_seen[msg["id"]])
             res["replayed"] = 1
-        elif msg["id"] > self._hello()["last_id"] + ID_STEP_MAX:
+        elif msg["id"] > self._last_id() + ID_STEP_MAX:
             # the controller's SR-26 id rule for board commands too: a jump to the end
             # of the id space would leave the next host no id to use
             res = {"id": msg["id"], "name": cmds.shown(name), "ok": 0, "reason": "ID_JUMP",
@@ -500,7 +500,7 @@ class App:
         else:
             step = []
             res = self.board_command(name, role, args, step)
-            if step:  # a test-clock step: an hour at a time, the other tasks in between
+            if step:  # a test-clock step: a wake-up at a time, the other tasks in between
                 for _ in self._step(step[0]):
                     yield None
                 res["t"] = self.now()
@@ -527,13 +527,17 @@ class App:
                                                     "long": 1}, now)
         yield out
 
-    def _hello(self):
-        ctrl = self.runner.ctrl
-        last = ctrl.id_floor
-        for cid in list(ctrl.seen) + self.board_order:  # every id this boot remembers
+    def _last_id(self):
+        # the highest command id taken: the controller's and the board commands'
+        last = self.runner.ctrl.top_id()
+        for cid in self.board_order:
             if cid > last:
                 last = cid
-        return {"last_id": last, "clock": self.clock.mode, "factor": self.clock.factor,
+        return last
+
+    def _hello(self):
+        ctrl = self.runner.ctrl
+        return {"last_id": self._last_id(), "clock": self.clock.mode, "factor": self.clock.factor,
                 "state": ctrl.state, "provisioning": 1 if self.board.provisioning() else 0,
                 "max_payload": pr.MAX_PAYLOAD}
 
