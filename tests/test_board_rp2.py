@@ -625,13 +625,16 @@ def test_board_json_configures_the_controller_for_the_bench_syringe(hw):
     from itb.drugs import DeviceConfig
 
     pico = make_pico(hw, device={"reservoir_capacity_nl": 1_000_000,
-                                 "low_reservoir_nl": 200_000, "max_rate_nl_per_min": 10**7})
+                                 "low_reservoir_nl": 200_000})
     assert pico.settings_error is None
     cfg = DeviceConfig(pico.device_config())
     assert cfg.reservoir_capacity_nl == 1_000_000 and cfg.low_reservoir_nl == 200_000
-    assert cfg.max_rate_nl_per_min == make_pico(hw).device_config()["max_rate_nl_per_min"]
+    cap = hw.board.rate_cap(hw.board.STEPS_PER_ML)
+    assert cfg.max_rate_nl_per_min == cfg.prime_rate_nl_per_min == cap  # the default
     slow = make_pico(hw, device={"max_rate_nl_per_min": 5000}).device_config()
     assert slow["max_rate_nl_per_min"] == 5000  # lower than the cap: kept
+    fast = make_pico(hw, device={"max_rate_nl_per_min": cap + 1000})  # refused, not clamped
+    assert "above the" in fast.settings_error and fast.cfg["device"] == {}
 
 
 def test_board_settings_come_from_the_data_directory(hw, monkeypatch):

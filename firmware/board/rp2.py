@@ -88,6 +88,7 @@ LOOP_DUTY_PCT = 25  # strokes may take at most this share of the loop's time (F1
 BENCH_FIELDS = ("stroke_nl", "reservoir_capacity_nl", "tubing_nl", "catheter_length_mm",
                 "low_reservoir_nl", "low_reservoir_days", "max_rate_nl_per_min",
                 "prime_rate_nl_per_min")
+RATE_FIELDS = ("max_rate_nl_per_min", "prime_rate_nl_per_min")
 STEPS_PER_ML_RANGE = (1000, 10000000)  # board.json outside these: no dosing (a typo is no dose)
 RISE_RANGE = (1, 8000000)  # HX711 counts (24-bit signed full scale)
 BATTERY_LOW_MV = 4400  # 4 x NiMH at 1.1 V/cell
@@ -117,14 +118,14 @@ BUZZER_PATTERNS = {
 LED_PATTERNS = {"high": (5, 5), "medium": (20, 20), "low": (1, 0), None: (1, 99),
                 "gesture": (2, 18)}
 
-RESET_CAUSES = {}  # machine.reset_cause() -> app's name (filled in _causes())
-
-
-def _causes():
-    if not RESET_CAUSES:
-        RESET_CAUSES[machine.PWRON_RESET] = "power_on"
-        RESET_CAUSES[machine.WDT_RESET] = "watchdog"
-    return RESET_CAUSES
+def reset_cause_name(cause):
+    """The app's name of ``machine.reset_cause()``: ``power_on``, ``watchdog`` or
+    ``reset`` (anything else)."""
+    if cause == machine.PWRON_RESET:
+        return "power_on"
+    if cause == machine.WDT_RESET:
+        return "watchdog"
+    return "reset"
 
 
 def bcd(v):
@@ -497,7 +498,21 @@ def check_settings(settings):
         cfg[k] = got[k]
     if cfg["min_rise"] >= cfg["occlusion_rise"]:
         return check_settings({})[0], "board.json: min_rise must be below occlusion_rise"
+    cap = rate_cap(cfg["steps_per_ml"])
+    for k in RATE_FIELDS:
+        if cfg["device"].get(k, 0) > cap:  # refused, never clamped
+            return check_settings({})[0], ("board.json: device: %s above the %d nL/min this"
+                                           " board moves" % (k, cap))
     return cfg, None
+
+
+def rate_cap(steps_per_ml):
+    """The highest pump rate (nL/min, whole uL) the board keeps up with: strokes may
+    take ``LOOP_DUTY_PCT`` of the loop's time, half of a stroke's time being its
+    sensor reads (found by the attacker: 1 mL/min made the runner fall behind past
+    the watchdog)."""
+    motion_nl_per_min = STEP_HZ * 60 * 1000000 // steps_per_ml
+    return motion_nl_per_min * LOOP_DUTY_PCT // 100 // 2 // 1000 * 1000
 
 
 class Pico:
@@ -538,7 +553,7 @@ class Pico:
         self.switch_override = None
         self.last_stroke = None
         self.fs = None
-        self._cause = _causes().get(machine.reset_cause(), "reset")
+        self._cause = reset_cause_name(machine.reset_cause())
         self._reset_timer = None
 
     def _input(self, gpio, pull):
@@ -724,16 +739,11 @@ class Pico:
 
     def device_config(self):
         """The controller configuration for a new store: board.json's ``device``
-        (a 1 mL bench syringe, the bench tubing), with the pump rate capped at what
-        the board keeps up with. A stroke blocks the loop while it moves and reads
-        the load cell, so the rate (boluses, priming) is at most ``LOOP_DUTY_PCT``
-        of the motor's speed, halved for the sensor reads (found by the attacker:
-        1 mL/min priming made the runner fall behind past the watchdog)."""
-        motion_nl_per_min = STEP_HZ * 60 * 1000000 // self.cfg["steps_per_ml"]
-        cap = motion_nl_per_min * LOOP_DUTY_PCT // 100 // 2 // 1000 * 1000
+        (a 1 mL bench syringe, the bench tubing), with the pump rates defaulting to
+        ``rate_cap``, the most the board keeps up with (a stroke blocks the loop)."""
         out = dict(self.cfg["device"])
-        for k in ("max_rate_nl_per_min", "prime_rate_nl_per_min"):
-            out[k] = max(1000, min(out.get(k, cap), cap))
+        for k in RATE_FIELDS:  # a higher rate in board.json was refused (check_settings)
+            out.setdefault(k, rate_cap(self.cfg["steps_per_ml"]))
         return out
 
     def maintenance(self):
