@@ -12,6 +12,9 @@ circuit and external watchdog:
 - motor: every stroke succeeds unless a fault was injected (``inject``: the next
   ``count`` strokes end ``stall``, ``occlusion`` or ``unknown``);
 - syringe-empty switch: set by ``inject`` (``switch``);
+- calibration: ``calibrate`` scales the simulated motion (``motion_ppm``: volume
+  moved per nominal volume, in ppm, kept in ``DIR/calibration`` like the Pico's
+  board.json); ``status`` reports it (``board.hw``);
 - RTC: host time plus an offset kept in ``DIR/rtc`` (it keeps pace with the test
   clock, and survives resets like a battery-backed DS3231); ``rtc_set`` moves it;
   a state file with ``valid 0`` makes it invalid (``--rtc-invalid``);
@@ -124,6 +127,9 @@ class VirtualBoard:
         if not fs.exists(dev_id):
             _write(dev_id, b"%s\n" % "".join(["%02x" % b for b in os.urandom(8)]))
         self._device = _read(dev_id).strip().decode()
+        cal = self.state + "/calibration"
+        self.motion_ppm = int(_read(cal)) if fs.exists(cal) else 1000000
+        self.calibration = None
 
     # hardware
     def stroke(self, n, volume_nl, now):
@@ -137,6 +143,20 @@ class VirtualBoard:
 
     def empty_switch(self):
         return self.switch
+
+    def calibrate(self, stroke_nl, measured_nl):
+        """A confirmed ``set_calibration``: strokes of ``stroke_nl`` delivered
+        ``measured_nl``, so the motion is scaled by their ratio (as the Pico's
+        steps per mL are) and kept across resets."""
+        was = self.motion_ppm
+        self.motion_ppm = (was * stroke_nl * 2 + measured_nl) // (2 * measured_nl)
+        _write(self.state + "/calibration", b"%d\n" % self.motion_ppm)
+        self.calibration = {"stroke_nl": stroke_nl, "measured_nl": measured_nl,
+                            "motion_ppm_was": was, "motion_ppm": self.motion_ppm}
+
+    def status(self):
+        """Board figures for ``status``: the simulated motion and the last calibration."""
+        return {"motion_ppm": self.motion_ppm, "calibration": self.calibration}
 
     def inject(self, fault, count, switch):
         self.fault = fault

@@ -62,6 +62,10 @@ class Runner:
             rec = dict(e)
             rec["t"] = t
             self._out(rec)
+            if e["k"] == "calibration" and hasattr(self.board, "calibrate"):
+                # a confirmed set_calibration: logged above, applied by the board
+                # (its volume-to-motion factor); a replay's board has none
+                self.board.calibrate(e["stroke_nl"], e["measured_nl"])
 
     def _emit_basal(self):
         c = self.ctrl
@@ -252,7 +256,7 @@ class JournalReplayer:
         if k == "stroke":
             self.tail_t = t
             return
-        if k in ("result", "alarm", "basal", "rx", "config"):
+        if k in ("result", "alarm", "basal", "rx", "config", "calibration"):
             return
         if runner is None:
             raise ValueError("trace must start with a config record")

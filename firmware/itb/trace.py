@@ -27,11 +27,13 @@ Outputs:
   ``basal``       ``{"ng_day", "state"}``: basal daily dose or state changed
   ``rx``          ``{"gen", "ng_day", "conc", "state"}``: a prescription generation
                   was accepted (SR-25)
+  ``calibration`` ``{"stroke_nl", "measured_nl", "ci_nl", "strokes"}``: a confirmed
+                  ``set_calibration``, handed to the board (``board.calibrate``)
 """
 
 INPUT_KINDS = ("config", "cmd", "advance", "outcome", "switch", "rtc", "battery",
                "session_end", "power_cut", "power_on")
-OUTPUT_KINDS = ("stroke", "result", "alarm", "basal", "rx")
+OUTPUT_KINDS = ("stroke", "result", "alarm", "basal", "rx", "calibration")
 MAX_RECORD_CHARS = 4096  # the longest record the ledger (store.py) holds
 
 
