@@ -5,8 +5,8 @@ back to the runner, which decides.
 
 Wiring: ``board/pins.py`` (generated from ``hardware/pins.toml``).
 
-- **Stroke**: ``STEPS_PER_ML`` steps per mL (syringe and lead screw; bench
-  calibration, issue 8) make a count-bounded PIO burst (``board/pio_step.py``)
+- **Stroke**: ``STEPS_PER_ML`` steps per mL (syringe and lead screw; set by a
+  gravimetric calibration, ``calibrate``) make a count-bounded PIO burst (``board/pio_step.py``)
   that stops by itself and reports the steps made. The driver is enabled only
   for the burst (EN released in a ``finally``; an external pull-up keeps it off
   while the MCU is in reset). The load cell between carriage and plunger
@@ -555,6 +555,7 @@ class Pico:
         self.fs = None
         self._cause = reset_cause_name(machine.reset_cause())
         self._reset_timer = None
+        self.calibration = None  # the last calibrate(): what it set, or why it did not
 
     def _input(self, gpio, pull):
         p = machine.Pin
@@ -746,6 +747,44 @@ class Pico:
             out.setdefault(k, rate_cap(self.cfg["steps_per_ml"]))
         return out
 
+    def calibrate(self, stroke_nl, measured_nl):
+        """A confirmed ``set_calibration`` (the runner calls it): strokes of
+        ``stroke_nl`` moved ``steps`` steps and delivered ``measured_nl`` each, by
+        weight, so the syringe takes ``steps x 10^6 / measured_nl`` steps per mL
+        (rounded). board.json is rewritten with it (a temporary file, then a rename:
+        a power cut leaves the old file or the new one, whole) and the new value
+        holds from the next stroke. A result that ``check_settings`` refuses (out
+        of range, or a device rate above the new ``rate_cap``), or a write that
+        fails, changes nothing; ``status`` says so in ``calibration.error``."""
+        old = self.cfg["steps_per_ml"]
+        steps = (stroke_nl * old + 500000) // 1000000
+        new = (steps * 2000000 + measured_nl) // (2 * measured_nl)
+        self.calibration = {"stroke_nl": stroke_nl, "measured_nl": measured_nl,
+                            "steps_per_ml_was": old, "steps_per_ml": new}
+        settings = _read_json(BOARD_CONFIG)
+        cfg = self.cfg
+        if self.settings_error or type(settings) is not dict:
+            # its strokes do not move (only injected outcomes end ok): not rewritten
+            error = "board.json is bad (%s): fix it first" % (self.settings_error or "not an object")
+        else:
+            settings["steps_per_ml"] = new
+            cfg, error = check_settings(settings)
+        if error is None:
+            try:
+                f = open(BOARD_CONFIG + ".tmp", "w")
+                try:
+                    f.write(json.dumps(settings))
+                finally:
+                    f.close()
+                os.rename(BOARD_CONFIG + ".tmp", BOARD_CONFIG)
+            except OSError as e:
+                error = "board.json not written: %s" % e
+        if error is not None:
+            self.calibration["error"] = error
+            self.calibration["steps_per_ml"] = old
+            return
+        self.cfg = cfg
+
     def maintenance(self):
         """SR-27: a Pico watchdog cannot stop, so MAINTENANCE is a boot of its own:
         the flag file, then a reset once the answer has gone out."""
@@ -764,6 +803,7 @@ class Pico:
         settings in effect and a board.json problem)."""
         return {"battery_mv": self.battery_mv(), "supply_mv": self.supply_mv(),
                 "last_stroke": self.last_stroke, "settings_error": self.settings_error,
+                "calibration": self.calibration,
                 "held": [b[0] for b in self.buttons if b[3]],  # a stuck button shows here
                 "settings": {"steps_per_ml": self.cfg["steps_per_ml"],
                              "min_rise": self.cfg["min_rise"],
