@@ -15,7 +15,7 @@ The model, reading by reading (``iter_readings``):
   drug it carries. A port injection (SR-30, a dose with no volume in the schema) is
   not on the balance;
 - **mass**: that volume times the density of air-free water at the bench temperature
-  (``host_tools.trumpet.water_density``, the analysis's own: Tanaka et al. 2001, the
+  (``host_tools.gravimetry.water_density``, the analysis's own: Tanaka et al. 2001, the
   CIPM formula, 0-40 C); the balance shows true mass (no air-buoyancy correction, about 0.1 %);
 - **timing**: a reading at ``t`` weighs the strokes in ``[start, t)`` (half-open, as
   the run's hourly and daily windows); readings at ``start, start + interval, ...``
@@ -40,7 +40,7 @@ import random
 from decimal import Decimal
 from pathlib import Path
 
-from host_tools.trumpet import water_density  # the analysis's own: one formula
+from host_tools.gravimetry import water_density  # the analysis's own: one formula
 
 HOUR_MS = 3_600_000
 
