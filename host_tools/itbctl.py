@@ -184,6 +184,13 @@ _EFFECT_WORDS = {
     "prime_nl": lambda v: f"priming pushes {v / 1e6:.3f} mL" if v else None,
     "prime_mass_ng": lambda v: f"drug mass of the priming: {v / 1000:.1f} ug" if v else None,
     "state": lambda v: f"state after it: {v}",
+    "calibration_nl": lambda v: f"calibration strokes push {v / 1000:.1f} uL",
+    "duration_ms": lambda v: f"over {v / 1000:.0f} s" if v else None,
+    "measured_nl": lambda v: f"measured stroke {v / 1000:.4f} uL",
+    "stroke_nl": lambda v: f"nominal stroke {v / 1000:.4f} uL",
+    "ci_nl": lambda v: f"confidence half-width {v / 1000:.4f} uL",
+    "error_ppm": lambda v: f"the board's motion is scaled by {-v / 1e4:+.2f} % (it delivered"
+    f" {v / 1e4:+.2f} %)",
 }
 _EFFECT_DONE = ("daily_dose_ng", "volume_nl_per_day", "concentration_ug_per_ml", "mass_24h_ng",
                 "strokes_24h", "cap_24h_ng", "cap_1h_ng", "stroke_ng", "low_reservoir_in_ms",
@@ -330,7 +337,7 @@ class Session:
         if self.board is not None:
             self.board.close()
 
-    def confirm(self, prepared, rtc_ms):
+    def confirm(self, prepared, rtc_ms, question="Apply this change?"):
         self.say(f"{_cli_name(prepared.get('command', ''))}: "
                  f"{cli_text(prepared.get('message', ''))}")
         self.say(effect_text(prepared.get("effect"), rtc_ms, self.request))
@@ -339,7 +346,7 @@ class Session:
         if not sys.stdin.isatty():
             raise UsageError("refusing to apply without confirmation: stdin is not a"
                              " terminal (use --yes in scripts)")
-        return input("Apply this change? [y/N] ").strip().lower() in ("y", "yes")
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
 # ---------------------------------------------------------------------- commands
@@ -521,6 +528,120 @@ def cmd_deploy(s):
     return 0
 
 
+def cmd_calibrate(s):
+    """Guided gravimetric calibration (``host_tools.calibration``): weigh a run of
+    strokes (a serial balance, typed readings, or a CSV of them), show the mean stroke
+    with its errors and confidence interval, and write it to the board as
+    ``set_calibration`` (service key, two-phase). Without ``--port`` only the CSV is
+    analysed."""
+    from host_tools import calibration as cal
+    from host_tools import gravimetry as gr
+    from host_tools.balance_port import Balance, BalanceError
+
+    ns = s.ns
+    if not ns.readings and not ns.port:
+        raise UsageError("calibrate needs a board (--port) to run the strokes, or --readings"
+                         " CSV to analyse a run already weighed")
+    if not ns.readings and not ns.balance_port and not sys.stdin.isatty():
+        raise UsageError("no balance: --balance-port DEVICE (MT-SICS), or type the readings"
+                         " on a terminal, or --readings CSV")
+    if not 0 < ns.confidence < 100:
+        raise UsageError(f"--confidence {ns.confidence:g}: a percentage between 0 and 100")
+    try:
+        evaporation = ns.evaporation_mg_per_h
+        if ns.blank:
+            evaporation = gr.evaporation_from_blank(*gr.read_readings(ns.blank))
+        gr.water_density(ns.temperature_c)  # a bad temperature stops before any stroke
+    except gr.GravimetryError as e:
+        raise UsageError(str(e)) from None
+    board = s.connect() if ns.port else None
+    stroke_nl = board.status()["stroke_nl"] if board is not None else ns.stroke_nl
+    try:
+        if ns.readings:
+            times, masses = gr.read_readings(ns.readings)
+        else:
+            times, masses = _weigh_run(s, board, stroke_nl, Balance, BalanceError)
+        result = cal.analyse(times, masses, stroke_nl=stroke_nl, temperature_c=ns.temperature_c,
+                             evaporation_mg_per_h=evaporation, confidence=ns.confidence / 100)
+    except gr.GravimetryError as e:
+        raise UsageError(str(e)) from None
+    s.emit(result)
+    s.say(cal.summary_text(result))
+    if board is None or ns.no_write:
+        s.say("not written to a board" + (" (--no-write)" if board is not None else ""))
+        return 0
+    res = board.change("set_calibration", result["command"], role="service",
+                       confirm=lambda p: s.confirm(p, None, "Write this calibration?"))
+    s.emit(res)
+    hw = board.status().get("board", {}).get("hw") or {}
+    applied = hw.get("calibration") or {}
+    if applied.get("error"):
+        print(f"itbctl: the board accepted the calibration but did not apply it:"
+              f" {applied['error']}", file=sys.stderr)
+        return 1
+    s.say(f"set-calibration: {cli_text(res.get('message', 'accepted'))}; the board now has"
+          f" {', '.join(f'{k} {v}' for k, v in sorted(applied.items()))}")
+    return 0
+
+
+def _weigh_run(s, board, stroke_nl, balance_class, balance_error):
+    # the strokes, weighed after each; every reading goes to --out as it is taken
+    from host_tools import calibration as cal
+
+    ns = s.ns
+    out = Path(ns.out or f"calibration-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.csv")
+    minutes = ns.strokes * (ns.settle_s + 1) / 60
+    s.say(f"{ns.strokes} calibration strokes of {stroke_nl / 1000:.3f} uL"
+          f" ({ns.strokes * stroke_nl / 1000:.1f} uL in all), one every {ns.settle_s + 1:g} s"
+          f" or so: about {minutes:.1f} min; readings to {out}")
+    if not s.ns.yes and sys.stdin.isatty() and \
+            input("Start the run? [y/N] ").strip().lower() not in ("y", "yes"):
+        raise link.Declined({})
+    balance = None
+    if ns.balance_port:
+        try:
+            balance = balance_class(ns.balance_port, ns.balance_baud)
+        except balance_error as e:
+            raise UsageError(str(e)) from None
+
+    def read_mass(label):
+        if balance is not None:
+            try:
+                return balance.stable_g()
+            except balance_error as e:
+                raise cal.RunError(str(e)) from None
+        return _typed_mass(label)
+
+    try:
+        with out.open("w", encoding="utf-8") as f:
+            f.write("time_s,mass_g\n")
+
+            def record(t, g):
+                f.write(f"{t:.3f},{g:.6f}\n")
+                f.flush()
+
+            return cal.run_strokes(board, ns.strokes, read_mass, record, settle_s=ns.settle_s,
+                                   say=s.say)
+    except cal.RunError as e:
+        raise link.LinkError(f"calibration run stopped: {e} (readings so far in {out})") from None
+    except OSError as e:
+        raise UsageError(f"cannot write {out}: {e}") from None
+    finally:
+        if balance is not None:
+            balance.close()
+
+
+def _typed_mass(label):
+    while True:
+        text = input(f"balance reading {label} (g, or a number with mg): ").strip().lower()
+        try:
+            if text.endswith("mg"):
+                return float(text[:-2]) / 1000
+            return float(text.removesuffix("g"))
+        except ValueError:
+            print(f"not a mass: {text!r} (e.g. 12.34567 or 12345.67mg)", file=sys.stderr)
+
+
 def cmd_trumpet(s):
     """Start-up and trumpet curves of a balance's readings (``host_tools.trumpet``): no
     board, no port. Bad readings or settings: UsageError (exit 64)."""
@@ -646,6 +767,40 @@ def parser():
                  " the bench with water only; README: Hardware-in-the-loop tests)")
     hp.add_argument("--examples", type=int, default=10, help="random runs (default 10)")
     hp.add_argument("--steps", type=int, default=30, help="rule steps per run (default 30)")
+    cp = command("calibrate", "guided gravimetric stroke calibration (service key; an"
+                 " UNPROGRAMMED pump with its syringe fill recorded, water only): weighs a run"
+                 " of strokes (an MT-SICS balance on a serial port, or readings typed after"
+                 " each stroke), shows the mean stroke, its systematic and random error and"
+                 " confidence interval, and writes it to the board (set-calibration,"
+                 " two-phase); with --readings and no --port: analysis only (README: Bench"
+                 " testing)")
+    cp.add_argument("--strokes", type=int, default=20, help="strokes to weigh (default"
+                    " %(default)s; the board takes 10 or more)")
+    cp.add_argument("--settle-s", type=float, default=10.0, metavar="S", help="wait after each"
+                    " stroke before weighing (default %(default)s)")
+    cp.add_argument("--balance-port", metavar="DEVICE", help="a balance speaking MT-SICS"
+                    " (device path or pyserial URL); default: type each reading")
+    cp.add_argument("--balance-baud", type=int, default=9600, help="default %(default)s")
+    cp.add_argument("--readings", metavar="CSV", help="readings already taken (time_s,mass_g:"
+                    " one before the first stroke, one after each): no strokes are run; with"
+                    " --port they must be of the run the board just made")
+    cp.add_argument("--out", metavar="CSV", help="where the run's readings go (default"
+                    " calibration-<UTC time>.csv here)")
+    cp.add_argument("--stroke-nl", type=int, default=2000, help="nominal stroke for an analysis"
+                    " without a board (default %(default)s; with --port: the board's)")
+    cp.add_argument("--temperature-c", type=float, default=20.0, metavar="C",
+                    help="water temperature for its density (default %(default)s)")
+    cevap = cp.add_mutually_exclusive_group()
+    cevap.add_argument("--evaporation-mg-per-h", type=float, default=0.0, metavar="E",
+                       help="evaporation from the vessel, added back (default %(default)s)")
+    cevap.add_argument("--blank", metavar="BLANK.csv", help="readings of a blank run (no"
+                       " strokes): their slope is the evaporation")
+    cp.add_argument("--confidence", type=float, default=95.0, metavar="PCT",
+                    help="confidence of the interval, %% (default %(default)s)")
+    cp.add_argument("--no-write", action="store_true", help="weigh and analyse; do not write"
+                    " the calibration to the board")
+    cp.add_argument("--yes", action="store_true", default=argparse.SUPPRESS,
+                    help="do not ask before the run and before writing (scripts)")
     # no board: no --port/--keys of its own (the global ones are ignored)
     text = ("start-up and trumpet curves (IEC 60601-2-24: 0.5 min samples, windows of 1, 2,"
             " 5, 11, 19 and 31 min from the second hour) from timed balance readings, and"
@@ -682,7 +837,7 @@ def main(argv=None):
     s = Session(ns)
     handlers = {"ports": cmd_ports, "status": cmd_status, "alarms": cmd_alarms,
                 "program": cmd_program, "monitor": cmd_monitor, "hil": cmd_hil,
-                "deploy": cmd_deploy, "trumpet": cmd_trumpet}
+                "deploy": cmd_deploy, "trumpet": cmd_trumpet, "calibrate": cmd_calibrate}
     try:
         if ns.command in handlers:
             return handlers[ns.command](s)
