@@ -31,8 +31,8 @@ nothing is written to the board.
 
 The board takes the result as ``set_calibration`` (``strokes``, ``measured_nl``, the
 mean rounded to the nearest nL, and ``ci_nl``, the half-width rounded up); it checks
-that the measurement is of its own strokes and within its limits (controller
-``CALIBRATION_MAX_ERROR_PCT`` and ``CALIBRATION_MAX_CI_PCT``) and scales its
+that the measurement is of its own strokes and within its limits (
+``MAX_ERROR_PCT`` and ``MAX_CI_PCT`` in ``itb.calibration``) and scales its
 volume-to-motion factor (the Pico's ``steps_per_ml``).
 
 **Result** (``analyse``): a plain dict: ``strokes``, ``stroke_nl``, ``volumes_nl``

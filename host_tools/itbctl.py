@@ -545,6 +545,11 @@ def cmd_calibrate(s):
     if not ns.readings and not ns.balance_port and not sys.stdin.isatty():
         raise UsageError("no balance: --balance-port DEVICE (MT-SICS), or type the readings"
                          " on a terminal, or --readings CSV")
+    if ns.port and not ns.no_write and not ns.yes and not sys.stdin.isatty():
+        raise UsageError("calibrate writes to the board after asking, and stdin is not a"
+                         " terminal: nothing was sent (add --yes, or --no-write)")
+    if not 1 <= ns.strokes <= 100:
+        raise UsageError(f"--strokes {ns.strokes}: 1 to 100 (the board takes 10 or more)")
     if not 0 < ns.confidence < 100:
         raise UsageError(f"--confidence {ns.confidence:g}: a percentage between 0 and 100")
     try:
@@ -563,6 +568,9 @@ def cmd_calibrate(s):
             times, masses = _weigh_run(s, board, stroke_nl, Balance, BalanceError)
         result = cal.analyse(times, masses, stroke_nl=stroke_nl, temperature_c=ns.temperature_c,
                              evaporation_mg_per_h=evaporation, confidence=ns.confidence / 100)
+    except cal.RunError as e:
+        print(f"itbctl: calibration run stopped: {e}", file=sys.stderr)
+        return 1
     except gr.GravimetryError as e:
         raise UsageError(str(e)) from None
     s.emit(result)
@@ -623,7 +631,7 @@ def _weigh_run(s, board, stroke_nl, balance_class, balance_error):
             return cal.run_strokes(board, ns.strokes, read_mass, record, settle_s=ns.settle_s,
                                    say=s.say)
     except cal.RunError as e:
-        raise link.LinkError(f"calibration run stopped: {e} (readings so far in {out})") from None
+        raise cal.RunError(f"{e} (the readings so far are in {out})") from None
     except OSError as e:
         raise UsageError(f"cannot write {out}: {e}") from None
     finally:
@@ -707,6 +715,10 @@ def parser():
     common.add_argument("--keys", default=argparse.SUPPRESS,
                         help="as the global --keys (key file, or a folder of <device"
                         " id>.json key files)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="as the global --json (print results as JSON)")
+    common.add_argument("--yes", action="store_true", default=argparse.SUPPRESS,
+                        help="as the global --yes (do not ask before changing the board)")
 
     def command(name, text, **kw):
         return sub.add_parser(name, help=_help(text), description=_help(text),
@@ -756,8 +768,6 @@ def parser():
                  " reset, the new fw checked in hello (README: Running on a Pico)")
     dp.add_argument("--dry-run", action="store_true", help="say hello, build, print every step"
                     " and mpremote command line; change nothing")
-    dp.add_argument("--yes", action="store_true", default=argparse.SUPPRESS,
-                    help="do not ask before changing the board (scripts)")
     dp.add_argument("--record", help="append the deploy record (JSON line) here (default"
                     " $XDG_STATE_HOME/itb-controller/deploys.jsonl, i.e."
                     " ~/.local/state/itb-controller/deploys.jsonl)")
@@ -799,8 +809,6 @@ def parser():
                     help="confidence of the interval, %% (default %(default)s)")
     cp.add_argument("--no-write", action="store_true", help="weigh and analyse; do not write"
                     " the calibration to the board")
-    cp.add_argument("--yes", action="store_true", default=argparse.SUPPRESS,
-                    help="do not ask before the run and before writing (scripts)")
     # no board: no --port/--keys of its own (the global ones are ignored)
     text = ("start-up and trumpet curves (IEC 60601-2-24: 0.5 min samples, windows of 1, 2,"
             " 5, 11, 19 and 31 min from the second hour) from timed balance readings, and"

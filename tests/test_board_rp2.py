@@ -1258,3 +1258,75 @@ def test_a_test_clock_step_moves_one_wake_up_at_a_time(hw, monkeypatch):
         per_turn.append(len(strokes))
         strokes.clear()
     assert sum(per_turn) >= 20 and max(per_turn) <= 1
+
+
+# ---------------------------------------------------------------------- calibration
+def _calibration_file(hw, monkeypatch, settings):
+    data = hw.tmp / "data"
+    data.mkdir(exist_ok=True)
+    path = data / "board.json"
+    path.write_text(json.dumps(settings))
+    monkeypatch.setattr(hw.board, "BOARD_CONFIG", str(path))
+    return path
+
+
+@pytest.mark.sr("SR-4")
+def test_calibrate_rescales_steps_per_ml_and_rewrites_board_json(hw, monkeypatch):
+    """Strokes of 2000 nL moved 712 steps and delivered 1900 nL: one step is 1900/712
+    nL, so a 2000 nL stroke needs 2000 x 712 / 1900 = 749.5 steps: 374737 steps/mL
+    (computed here from the measurement, not the adapter's formula). The other
+    settings stay as they were; the next stroke moves the new count."""
+    settings = {"steps_per_ml": 356000, "min_rise": 150, "dev": 1}
+    path = _calibration_file(hw, monkeypatch, settings)
+    pico = make_pico(hw, **settings)
+    steps = expected_steps(2000, 356000)
+    assert steps == 712
+    pico.calibrate(2000, 1900)
+    new = round(steps * 1e6 / 1900)
+    assert json.loads(path.read_text()) == {**settings, "steps_per_ml": new}
+    assert pico.cfg["steps_per_ml"] == new and pico.cfg["min_rise"] == 150
+    assert pico.status()["calibration"] == {"stroke_nl": 2000, "measured_nl": 1900,
+                                            "steps_per_ml_was": 356000, "steps_per_ml": new}
+    assert pico.stroke(1, 2000, 0) == "ok"
+    assert pico.last_stroke["made"] == expected_steps(2000, new) == 749
+    assert not (hw.tmp / "data" / "board.json.tmp").exists()
+
+
+@pytest.mark.sr("SR-14")
+def test_a_calibration_the_settings_refuse_changes_nothing(hw, monkeypatch):
+    """A factor that would put a board.json rate above what the board then moves
+    (more steps per mL: a lower rate cap) is refused whole: file and factor unchanged,
+    the reason in ``status``."""
+    cap = hw.board.rate_cap(356000)
+    settings = {"steps_per_ml": 356000, "device": {"max_rate_nl_per_min": cap}}
+    path = _calibration_file(hw, monkeypatch, settings)
+    before = path.read_text()
+    pico = make_pico(hw, **settings)
+    pico.calibrate(2000, 1600)  # 25 % more steps per mL
+    assert path.read_text() == before and pico.cfg["steps_per_ml"] == 356000
+    assert "above the" in pico.status()["calibration"]["error"]
+
+
+def test_a_calibration_that_cannot_be_written_changes_nothing(hw, monkeypatch):
+    path = _calibration_file(hw, monkeypatch, {"steps_per_ml": 356000})
+    pico = make_pico(hw, steps_per_ml=356000)
+
+    def full(*a):
+        raise OSError(28, "no space left")
+
+    monkeypatch.setattr(hw.board.os, "rename", full)
+    pico.calibrate(2000, 1900)
+    assert json.loads(path.read_text()) == {"steps_per_ml": 356000}
+    assert pico.cfg["steps_per_ml"] == 356000
+    assert "not written" in pico.calibration["error"]
+
+
+def test_a_bad_board_json_is_not_rewritten_by_a_calibration(hw, monkeypatch):
+    """A board with a bad board.json moves nothing (every stroke a stall), so only an
+    injected outcome could make a measurement: the file is not rewritten from it."""
+    path = _calibration_file(hw, monkeypatch, {"steps_per_ml": 1})
+    pico = make_pico(hw, steps_per_ml=1)
+    assert pico.settings_error
+    pico.calibrate(2000, 1900)
+    assert json.loads(path.read_text()) == {"steps_per_ml": 1}
+    assert "fix it first" in pico.calibration["error"]

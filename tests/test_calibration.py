@@ -9,10 +9,12 @@ default maximum rate (1 mL/min) allows a stroke every 120 ms. Water at 20 °C is
 quantile with 9 degrees of freedom is 2.262 (any t table).
 """
 
+import io
 import json
 import math
 import os
 import statistics
+import sys
 import threading
 
 import pytest
@@ -21,6 +23,7 @@ from itb import trace
 
 from host_tools import calibration as cal
 from host_tools import gravimetry as gr
+from host_tools import itbctl
 from host_tools.balance_port import Balance, BalanceError, parse_answer
 
 FILL = {"aspirated_nl": 0, "volume_nl": 1 * ML, "concentration_ug_per_ml": 500}
@@ -372,3 +375,112 @@ def test_a_balance_that_never_settles_or_errs_stops_the_run():
         fake.close()
     with pytest.raises(BalanceError, match="cannot open"):
         Balance("/dev/no-such-balance")
+
+
+# ---------------------------------------------------------------------- itbctl calibrate
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _bench_board(virtual_board, tmp_path):
+    keys = tmp_path / "keys.json"
+    base = ["--port", virtual_board.url, "--keys", str(keys)]
+    assert itbctl.main(base + ["keys", "provision"]) == 0
+    assert itbctl.main(base + ["--yes", "refill", "--aspirated", "0ml", "--volume", "1ml",
+                               "--concentration-ug-per-ml", "500"]) == 0
+    return base
+
+
+def _stroke_masses(n, stroke_ul, start_g=20.0):
+    d = 0.998207  # water at 20 °C
+    return [start_g + i * stroke_ul * d / 1000 for i in range(n + 1)]
+
+
+@pytest.mark.sr("SR-15", "SR-26")
+def test_itbctl_calibrate_weighs_a_run_on_a_serial_balance_and_writes_it(virtual_board,
+                                                                         tmp_path, capsys):
+    """The guided run end to end on the virtual board: 10 strokes weighed on an
+    MT-SICS balance that shows 1.9 uL per stroke; the board's motion is scaled by
+    2000/1900 (ppm), and the readings are kept in the CSV."""
+    base = _bench_board(virtual_board, tmp_path)
+    capsys.readouterr()
+    fake = _FakeBalance([f"S S {g:.6f} g" for g in _stroke_masses(10, 1.9)])
+    out = tmp_path / "cal.csv"
+    try:
+        code = itbctl.main(base + ["--yes", "calibrate", "--strokes", "10", "--settle-s", "0",
+                                   "--balance-port", fake.path, "--out", str(out)])
+    finally:
+        fake.close()
+    text = capsys.readouterr()
+    assert code == 0, text.err
+    assert "systematic error -5.00 %" in text.out
+    times, masses = gr.read_readings(out)
+    assert len(masses) == 11 and masses[-1] == pytest.approx(_stroke_masses(10, 1.9)[-1])
+    assert itbctl.main(base + ["--json", "status"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["board"]["hw"]["motion_ppm"] == round(1e6 * 2000 / 1900)
+    assert st["calibration"] == [0, 0] and st["strokes"] == 10
+
+
+def test_itbctl_calibrate_typed_readings_then_written_from_their_csv(virtual_board, tmp_path,
+                                                                     capsys, monkeypatch):
+    """Readings typed after each stroke (a typo is asked again), ``--no-write`` keeps
+    the board's measurement; ``--readings`` of that CSV then writes it. Without a
+    board the CSV is only analysed."""
+    base = _bench_board(virtual_board, tmp_path)
+    typed = [f"{g:.6f}" for g in _stroke_masses(10, 2.1)]
+    typed.insert(3, "twelve")
+    monkeypatch.setattr(sys, "stdin", _Terminal("y\n" + "\n".join(typed) + "\n"))
+    out = tmp_path / "typed.csv"
+    assert itbctl.main(base + ["calibrate", "--strokes", "10", "--settle-s", "0", "--no-write",
+                               "--out", str(out)]) == 0
+    text = capsys.readouterr()
+    assert "not a mass: 'twelve'" in text.err and "systematic error +5.00 %" in text.out
+    assert itbctl.main(["calibrate", "--readings", str(out), "--json"]) == 0  # no board
+    assert json.loads(capsys.readouterr().out)["command"]["measured_nl"] == 2100
+    assert itbctl.main(base + ["--yes", "calibrate", "--readings", str(out)]) == 0
+    assert "the board now has" in capsys.readouterr().out
+    assert itbctl.main(base + ["--json", "status"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["board"]["hw"]["motion_ppm"] == round(1e6 * 2000 / 2100)
+    # the same readings again: the measurement ended with the first correction
+    assert itbctl.main(base + ["--yes", "calibrate", "--readings", str(out)]) == \
+        itbctl.EXIT_REFUSED
+    assert "NO_MEASUREMENT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["calibrate"], "needs a board"),
+    (["--port", "/dev/null-none", "calibrate"], "no balance"),
+    (["--port", "/dev/null-none", "calibrate", "--balance-port", "x", "--temperature-c", "50",
+      "--no-write"], "0 to 40"),
+    (["--port", "/dev/null-none", "calibrate", "--balance-port", "x"], "not a terminal"),
+    (["--port", "/dev/null-none", "calibrate", "--balance-port", "x", "--no-write",
+      "--strokes", "0"], "--strokes 0"),
+    (["calibrate", "--readings", "/nonexistent.csv"], "cannot read"),
+])
+def test_itbctl_calibrate_usage_errors_send_nothing(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert itbctl.main(argv) == itbctl.EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+def test_itbctl_calibrate_stops_on_a_programmed_pump(board, virtual_board, tmp_path, capsys):
+    """A pump with a therapy is no bench pump: the run stops before any stroke."""
+    from host_tools import link
+    from host_tools.fixtures import start_therapy
+
+    start_therapy(board)
+    keys = tmp_path / "k.json"
+    link.write_keys(keys, board.info["dev"], board.keys)
+    board.close()
+    fake = _FakeBalance(["S S 20.0 g"])
+    try:
+        code = itbctl.main(["--port", virtual_board.url, "--keys", str(keys), "--yes",
+                            "calibrate", "--balance-port", fake.path, "--out",
+                            str(tmp_path / "c.csv")])
+    finally:
+        fake.close()
+    assert code == 1 and "RUNNING" in capsys.readouterr().err
+    assert fake.asked == 0

@@ -99,12 +99,6 @@ ID_STEP_MAX = 65536  # SR-26: how far above the highest id so far a new one may 
 HEARTBEAT_MS = 15 * MINUTE_MS  # SR-23
 MAX_T = 1 << 47  # therapy clock range, ms (about 4400 years)
 FAULT_GAP_MIN_MS = HOUR_MS  # "Interruption": trailing max(1 h, two stroke intervals)
-# Gravimetric calibration (``set_calibration``). A mean stroke more than 25 % off its
-# nominal volume is a fault of the set-up (air, a leak, the wrong syringe), not a factor
-# to correct: fix the geometry (board.json) instead. A correction must be known to 5 %
-# (confidence half-width over the mean), well inside the 14.5 % volume accuracy (SR-19).
-CALIBRATION_MAX_ERROR_PCT = 25
-CALIBRATION_MAX_CI_PCT = 5
 
 
 class Refusal(Exception):
@@ -1664,72 +1658,14 @@ class Controller:
         return {"effect": {"state": MAINTENANCE}}
 
     def _do_calibration_run(self, args, now, apply):
-        # Bench strokes into a weighed vessel (``itbctl calibrate``). Every one is a
-        # normal stroke: caps checked now and at each stroke (SR-5, SR-6), its intent
-        # durable before the motor moves (SR-26), counted for the caps (SR-4) and
-        # taken from the reservoir (SR-19). UNPROGRAMMED only: no patient's therapy.
-        cfg = self.cfg
-        n = args["strokes"]
-        interval = args["interval_ms"]
-        if self.overlays:
-            raise Refusal("BOLUS_ACTIVE", "a priming or calibration run is in progress")
-        if interval < cfg.min_stroke_interval_ms:
-            raise Refusal("OUT_OF_RANGE", "strokes closer than the maximum rate allows (SR-2)",
-                          cfg.min_stroke_interval_ms, unit="ms")
-        if not is_pump_concentration(self.res.concentration) or self.res.remaining_nl() <= 0:
-            raise Refusal("NO_DRUG", "record the syringe's fill (refill) before a calibration"
-                          " run")
-        if n * cfg.stroke_nl > self.res.remaining_nl():
-            raise Refusal("NO_DRUG", "the reservoir holds %d strokes" % (
-                self.res.remaining_nl() // cfg.stroke_nl), self.res.remaining_nl() // cfg.stroke_nl)
-        horizon = (n - 1) * interval + 1
-        trial = self._overlay_trial("calibration", n, interval, now)
-        effect = self._basal_effect(trial, now, horizon if horizon > DAY_MS else DAY_MS)
-        effect["calibration_strokes"] = n
-        effect["calibration_nl"] = n * cfg.stroke_nl
-        effect["duration_ms"] = (n - 1) * interval
-        effect["measured_strokes"] = 0 if args["new"] else self.calibration[0]
-        if apply:
-            self.overlays.append(Overlay("calibration", now, n, interval))
-            if args["new"]:
-                self.calibration = [0, 0]
-        return {"effect": effect}
+        from itb import calibration  # bench only: never loaded on a pump in use (heap)
+
+        return calibration.run(self, args, now, apply)
 
     def _do_set_calibration(self, args, now, apply):
-        # The measurement must be of the strokes this board just made: every stroke
-        # of it completed ``ok``, as many as were weighed, none under way. Applied,
-        # it goes to the board (a ``calibration`` event: the runner logs it and calls
-        # ``board.calibrate``) and ends the measurement, so a second correction needs
-        # a new run at the new factor (never compounded from one measurement).
-        cfg = self.cfg
-        n = args["strokes"]
-        measured = args["measured_nl"]
-        ok, bad = self.calibration
-        if self.overlays:
-            raise Refusal("CALIBRATION_RUNNING", "the calibration run has not ended")
-        if bad:
-            raise Refusal("NO_MEASUREMENT", "%d stroke(s) of the measurement did not complete"
-                          " ok: make a new run" % bad)
-        if ok != n:
-            raise Refusal("NO_MEASUREMENT", "the board made %d calibration strokes since the"
-                          " measurement began, not %d" % (ok, n), ok)
-        nominal = cfg.stroke_nl
-        if abs(measured - nominal) * 100 > CALIBRATION_MAX_ERROR_PCT * nominal:
-            raise Refusal("CALIBRATION_RANGE", "%d nL is more than %d %% off the %d nL stroke:"
-                          " check the set-up (air, leaks, the syringe in board.json)"
-                          % (measured, CALIBRATION_MAX_ERROR_PCT, nominal))
-        if args["ci_nl"] * 100 > CALIBRATION_MAX_CI_PCT * measured:
-            raise Refusal("CALIBRATION_IMPRECISE", "the confidence interval (+-%d nL) is wider"
-                          " than %d %% of the mean: weigh more strokes"
-                          % (args["ci_nl"], CALIBRATION_MAX_CI_PCT))
-        effect = {"stroke_nl": nominal, "measured_nl": measured, "ci_nl": args["ci_nl"],
-                  "strokes": n, "error_ppm": (measured - nominal) * 1000000 // nominal}
-        if apply:
-            self.calibration = [0, 0]
-            self._pending_events.append({"k": "calibration", "stroke_nl": nominal,
-                                         "measured_nl": measured, "ci_nl": args["ci_nl"],
-                                         "strokes": n})
-        return {"effect": effect}
+        from itb import calibration
+
+        return calibration.correct(self, args, now, apply)
 
     # ------------------------------------------------------------------ status
     def status(self):

@@ -42,7 +42,7 @@ OBJECTS = (("acc", lambda: Accumulator(1, 1)), ("path", lambda: FluidPath(0)),
 SPECIAL = ("cfg", "overlays", "seen", "seen_order")
 # not state: the audit sink, a flag set only inside a projection, events drained
 # before every call returns
-VOLATILE = ("store", "projecting", "_pending_events")
+VOLATILE = ("store", "projecting", "_pending_events", "calibration")
 
 
 def save(ctrl):

@@ -353,7 +353,7 @@ class Model:
         allowed = {
             "RUNNING": ("basal", "bolus", "patient_bolus"),
             "MIN_RATE": ("min_rate",),
-            "UNPROGRAMMED": ("prime",),
+            "UNPROGRAMMED": ("prime", "calibration"),  # a bench pump only
         }.get(self.state, ())
         # A stroke that breaks a rule is still booked (counted, tracked) before the
         # first finding is raised, so the findings after it are not its echoes.

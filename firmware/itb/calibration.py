@@ -1,0 +1,98 @@
+"""Gravimetric stroke calibration on the bench: the controller's ``calibration_run``
+and ``set_calibration`` (service role, two-phase, UNPROGRAMMED only; ``ACCEPTS`` in
+``controller.py``). Imported on first use, so a pump in use never loads it (heap).
+
+- ``run``: strokes into a weighed vessel (``itbctl calibrate``). Each is a normal
+  stroke: caps checked at acceptance and at each stroke (SR-5, SR-6), its intent
+  durable before the motor moves (SR-26), its mass counted for the caps (SR-4), its
+  volume taken from the reservoir (SR-19). ``new=1`` starts a measurement; the
+  controller counts the measurement's strokes that ended ``ok`` and those that did not
+  (``Controller.calibration``, volatile: a reset ends a measurement).
+- ``correct``: the measured mean stroke (nL) and the half-width of its confidence
+  interval. It must be of the strokes this board just made (every stroke of the
+  measurement ended ``ok``, as many as were weighed, none under way), at most
+  ``MAX_ERROR_PCT`` off the nominal stroke and known to ``MAX_CI_PCT``. Applied, it
+  becomes a ``calibration`` event: the runner logs it and calls
+  ``board.calibrate(stroke_nl, measured_nl)``, which scales the board's
+  volume-to-motion factor (the Pico's ``steps_per_ml``). The controller's
+  ``stroke_nl`` and every dose stay as they are: the strokes become what they were
+  said to be. It ends the measurement, so one measurement corrects the factor once
+  (a second correction needs a new run at the new factor).
+
+Reading of SR-19 ("tol ... narrowed by calibration"): the volume accuracy is not
+narrowed. A bench run of tens of strokes over minutes says nothing of drift over the
+months between refills, which the 14.5 % covers; the wider tolerance is the safer
+reading (an earlier low-reservoir alarm).
+"""
+
+from itb.controller import DAY_MS, Refusal
+from itb.drugs import is_pump_concentration
+from itb.scheduler import Overlay
+
+# A mean stroke more than 25 % off its nominal volume is a fault of the set-up (air, a
+# leak, the wrong syringe), not a factor to correct: fix the geometry (board.json). A
+# correction must be known to 5 % (confidence half-width over the mean), well inside
+# the 14.5 % volume accuracy (SR-19).
+MAX_ERROR_PCT = 25
+MAX_CI_PCT = 5
+
+
+def run(ctrl, args, now, apply):
+    """``calibration_run``: ``{"effect": ...}`` or Refusal (SR-14)."""
+    cfg = ctrl.cfg
+    res = ctrl.res
+    n = args["strokes"]
+    interval = args["interval_ms"]
+    if ctrl.overlays:
+        raise Refusal("BOLUS_ACTIVE", "a priming or calibration run is in progress")
+    if interval < cfg.min_stroke_interval_ms:
+        raise Refusal("OUT_OF_RANGE", "strokes closer than the maximum rate allows (SR-2)",
+                      cfg.min_stroke_interval_ms, unit="ms")
+    if not is_pump_concentration(res.concentration) or res.remaining_nl() <= 0:
+        raise Refusal("NO_DRUG", "record the syringe's fill (refill) before a calibration run")
+    room = res.remaining_nl() // cfg.stroke_nl
+    if n > room:
+        raise Refusal("NO_DRUG", "the reservoir holds %d strokes" % room, room)
+    horizon = (n - 1) * interval + 1
+    trial = ctrl._overlay_trial("calibration", n, interval, now)
+    effect = ctrl._basal_effect(trial, now, horizon if horizon > DAY_MS else DAY_MS)
+    effect["calibration_strokes"] = n
+    effect["calibration_nl"] = n * cfg.stroke_nl
+    effect["duration_ms"] = (n - 1) * interval
+    effect["measured_strokes"] = 0 if args["new"] else ctrl.calibration[0]
+    if apply:
+        ctrl.overlays.append(Overlay("calibration", now, n, interval))
+        if args["new"]:
+            ctrl.calibration = [0, 0]
+    return {"effect": effect}
+
+
+def correct(ctrl, args, now, apply):
+    """``set_calibration``: ``{"effect": ...}`` or Refusal (SR-14)."""
+    n = args["strokes"]
+    measured = args["measured_nl"]
+    ok, bad = ctrl.calibration
+    if ctrl.overlays:
+        raise Refusal("CALIBRATION_RUNNING", "the calibration run has not ended")
+    if bad:
+        raise Refusal("NO_MEASUREMENT", "%d stroke(s) of the measurement did not complete ok:"
+                      " make a new run" % bad)
+    if ok != n:
+        raise Refusal("NO_MEASUREMENT", "the board made %d calibration strokes since the"
+                      " measurement began, not %d" % (ok, n), ok)
+    nominal = ctrl.cfg.stroke_nl
+    if abs(measured - nominal) * 100 > MAX_ERROR_PCT * nominal:
+        raise Refusal("CALIBRATION_RANGE", "%d nL is more than %d %% off the %d nL stroke:"
+                      " check the set-up (air, leaks, the syringe in board.json)"
+                      % (measured, MAX_ERROR_PCT, nominal))
+    if args["ci_nl"] * 100 > MAX_CI_PCT * measured:
+        raise Refusal("CALIBRATION_IMPRECISE", "the confidence interval (+-%d nL) is wider"
+                      " than %d %% of the mean: weigh more strokes" % (args["ci_nl"], MAX_CI_PCT))
+    effect = {"stroke_nl": nominal, "measured_nl": measured, "ci_nl": args["ci_nl"],
+              "strokes": n, "error_ppm": (measured - nominal) * 1000000 // nominal}
+    if apply:
+        ctrl.calibration = [0, 0]
+        ctrl._pending_events.append({"k": "calibration", "stroke_nl": nominal,
+                                     "measured_nl": measured, "ci_nl": args["ci_nl"],
+                                     "strokes": n})
+    return {"effect": effect}
