@@ -238,9 +238,9 @@ def test_a_service_confirm_does_not_end_a_storage_alarm():
 def _readings(volumes_ul, t_step=15.0, start_g=20.0, temperature_c=20.0, evaporation=0.0):
     """Readings of strokes of ``volumes_ul`` (independent of the module: mass = volume
     x density, less the evaporation over the time)."""
-    d = 0.998207 if temperature_c == 20.0 else gr.water_density(temperature_c)
+    d = {20.0: 0.998207, 30.0: 0.995649}[temperature_c]  # the CIPM table (Tanaka 2001)
     times, masses = [0.0], [start_g]
-    for i, v in enumerate(volumes_ul, 1):
+    for i in range(1, len(volumes_ul) + 1):
         times.append(i * t_step)
         masses.append(start_g + sum(volumes_ul[:i]) * d / 1000
                       - evaporation * times[-1] / 3600 / 1000)
