@@ -189,8 +189,8 @@ _EFFECT_WORDS = {
     "measured_nl": lambda v: f"measured stroke {v / 1000:.4f} uL",
     "stroke_nl": lambda v: f"nominal stroke {v / 1000:.4f} uL",
     "ci_nl": lambda v: f"confidence half-width {v / 1000:.4f} uL",
-    "error_ppm": lambda v: f"the board's motion is scaled by {-v / 1e4:+.2f} % (it delivered"
-    f" {v / 1e4:+.2f} %)",
+    "error_ppm": lambda v: f"the strokes delivered {v / 1e4:+.2f} % of their volume: the"
+    f" board's motion per stroke changes by {100 * (1e6 / (1e6 + v) - 1):+.2f} %",
 }
 _EFFECT_DONE = ("daily_dose_ng", "volume_nl_per_day", "concentration_ug_per_ml", "mass_24h_ng",
                 "strokes_24h", "cap_24h_ng", "cap_1h_ng", "stroke_ng", "low_reservoir_in_ms",

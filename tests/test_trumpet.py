@@ -8,6 +8,7 @@ import bisect
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -524,3 +525,35 @@ def test_a_simulator_export_shows_the_configured_stroke_error(tmp_path):
         result["trumpet"]["mean_error_pct"], result["strokes"]["mean_error_pct"], tolerance))
     assert abs(result["trumpet"]["mean_error_pct"] - 5.0) < tolerance
     assert abs(result["strokes"]["mean_error_pct"] - 5.0) < tolerance
+
+
+def test_the_readme_s_sample_trumpet_run_is_what_its_commands_give(tmp_path):
+    """README "Bench testing": the sample's commands, run again, print the figures
+    committed in docs/bench/trumpet-summary.txt (and quoted in the README); a changed
+    simulator or analysis shows here, with the commands to regenerate them."""
+    from sim import cli
+
+    repo = Path(__file__).resolve().parents[1]  # not the firmware's: mutants use a copy
+    readme = (repo / "README.md").read_text()
+    run = ("itbsim run examples/bench/trumpet_run.toml --out out/bench/run --no-report"
+           " --balance out/bench/readings.csv")
+    analyse = ("itbctl trumpet out/bench/readings.csv --rate-ul-per-h 25 --stroke-interval-min"
+               " 4.8 --evaporation-mg-per-h 0.5 --out out/bench")
+    assert run in readme and analyse in readme
+    out = tmp_path / "bench"
+    assert cli.main(run.split()[1:3] + ["--out", str(out / "run"), "--no-report", "--quiet",
+                                        "--balance", str(out / "readings.csv")]) == 0
+    args = analyse.split()[1:]
+    args[1] = str(out / "readings.csv")
+    args[-1] = str(out)
+    assert itbctl.main(args) == 0
+    times, masses = tp.read_readings(out / "readings.csv")
+    result = tp.analyse(times, masses, 25, stroke_interval_min=4.8, evaporation_mg_per_h=0.5)
+    committed = (repo / "docs" / "bench" / "trumpet-summary.txt").read_text()
+    assert tp.summary_text(result) + "\n" == committed, (
+        "regenerate: the README's two commands, then copy out/bench/trumpet.png to docs/bench"
+        " and write the printed figures to docs/bench/trumpet-summary.txt")
+    for figure in ("+1.95 %", "+2.13 %", "+500.68 % /\n-201.38 %", "+16.71 % / -10.59 %",
+                   "+18.62 % / -13.27 %", "+2.11 % / +2.04 %"):
+        assert figure in readme
+    assert (out / "trumpet.png").stat().st_size > 10_000
