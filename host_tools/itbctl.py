@@ -583,9 +583,10 @@ def cmd_calibrate(s):
     s.emit(res)
     hw = board.status().get("board", {}).get("hw") or {}
     applied = hw.get("calibration") or {}
-    if applied.get("error"):
-        print(f"itbctl: the board accepted the calibration but did not apply it:"
-              f" {applied['error']}", file=sys.stderr)
+    if applied.get("error") or applied.get("measured_nl") != result["command"]["measured_nl"]:
+        why = applied.get("error") or "it reports no such calibration (a reset since?)"
+        print(f"itbctl: the board accepted the calibration but did not apply it: {why};"
+              " check status board.hw, then weigh a new run", file=sys.stderr)
         return 1
     s.say(f"set-calibration: {cli_text(res.get('message', 'accepted'))}; the board now has"
           f" {', '.join(f'{k} {v}' for k, v in sorted(applied.items()))}")

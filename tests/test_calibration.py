@@ -484,3 +484,32 @@ def test_itbctl_calibrate_stops_on_a_programmed_pump(board, virtual_board, tmp_p
         fake.close()
     assert code == 1 and "RUNNING" in capsys.readouterr().err
     assert fake.asked == 0
+
+
+@pytest.mark.sr("SR-26")
+def test_the_board_gets_a_calibration_only_after_it_is_durable():
+    """The ``calibration`` record and the command's result are committed to the store
+    before ``board.calibrate`` runs: a power cut in between leaves a logged calibration
+    the board lacks (its status shows it), never a changed board without a record."""
+    b = _filled()
+    board = _CalBoard(b.board)
+    b.r.board = board
+    events = []
+
+    class Journal:
+        def write(self, rec, line, wall_delta):
+            events.append(("write", rec["k"]))
+
+        def commit(self, ctrl, answer=1):
+            events.append(("commit",))
+
+        def sync(self):
+            pass
+
+    _run(b)
+    b.r.journal = Journal()
+    board.calibrate = lambda stroke_nl, measured_nl: events.append(("calibrate",))
+    assert _set(b, 1900, 20)["ok"]
+    first = events.index(("write", "calibration"))
+    assert events[first:].index(("commit",)) < events[first:].index(("calibrate",))
+    assert events.count(("calibrate",)) == 1

@@ -39,6 +39,7 @@ class Runner:
         self.now = controller.last_now
         self._basal = None
         self._rx_gen = controller.rx_gen
+        self._to_board = []  # confirmed calibrations for the board (command())
         self._emit_basal()
 
     # -- trace helpers
@@ -62,10 +63,8 @@ class Runner:
             rec = dict(e)
             rec["t"] = t
             self._out(rec)
-            if e["k"] == "calibration" and hasattr(self.board, "calibrate"):
-                # a confirmed set_calibration: logged above, applied by the board
-                # (its volume-to-motion factor); a replay's board has none
-                self.board.calibrate(e["stroke_nl"], e["measured_nl"])
+            if e["k"] == "calibration":
+                self._to_board.append(e)  # applied once it is durable: see command()
 
     def _emit_basal(self):
         c = self.ctrl
@@ -166,6 +165,14 @@ class Runner:
         self._events(now, self.ctrl.drain_events())
         self._emit_basal()
         self._commit()  # the result is durable before it is answered (SR-26)
+        # A confirmed set_calibration goes to the board (its volume-to-motion factor)
+        # only now: a power cut before this point leaves neither, one after it a
+        # logged calibration the board may lack (its status shows which), never a
+        # changed board without a record. A replay's board has no calibrate.
+        for e in self._to_board:
+            if hasattr(self.board, "calibrate"):
+                self.board.calibrate(e["stroke_nl"], e["measured_nl"])
+        self._to_board = []
         return res
 
     def _input(self, rec, apply, *args):
