@@ -14,6 +14,7 @@ no parity, 1 stop bit, CR LF line ends, the baud rate set on the balance (9600 b
 default). ``port`` may be any pyserial URL (``socket://``, ``rfc2217://``).
 """
 
+import math
 import time
 
 import serial
@@ -45,7 +46,9 @@ def parse_answer(line):
     try:
         value = float(parts[2])
     except ValueError:
-        raise BalanceError(f"balance: weight {parts[2]!r} is not a number") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise BalanceError(f"balance: weight {parts[2]!r} is not a number")
     if parts[3] == "g":
         return value
     if parts[3] == "mg":

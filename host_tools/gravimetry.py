@@ -47,8 +47,9 @@ def read_readings(path):
     """``(times_s, masses_g)``: two lists from a CSV with a header naming ``time_s`` and
     ``mass_g`` or ``mass_mg`` (mg are converted to g). Blank lines are skipped; other
     columns are ignored. GravimetryError naming the line and column: an unreadable file, a
-    missing or doubled column, a short row, a value that is not a finite number, a time
-    not after the one before, fewer than two readings."""
+    missing or doubled column, a row with more or fewer fields than the header, a value
+    that is not a finite number, a time not after the one before, fewer than two
+    readings."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -74,9 +75,11 @@ def read_readings(path):
     times, grams = [], []
     last_line = None
     for n, row in rows[1:]:
-        if len(row) <= max(ti, mi):
+        if len(row) != len(head):
+            # a short row, or a long one: "14940,0,03912" (a decimal comma) read as 0 g
+            # (found by the new-user trial)
             raise GravimetryError(f"{path} line {n}: {len(row)} fields, the header has"
-                               f" {len(head)}")
+                                  f" {len(head)} (a decimal comma?)")
         t = _number(row[ti].strip(), f"{path} line {n}, column time_s")
         m = _number(row[mi].strip(), f"{path} line {n}, column {mass_col}")
         if times and t <= times[-1]:

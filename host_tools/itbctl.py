@@ -27,6 +27,7 @@ else ``~/.config/itbctl/keys/<device id>.json``; a key file must be private (mod
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -189,8 +190,9 @@ _EFFECT_WORDS = {
     "measured_nl": lambda v: f"measured stroke {v / 1000:.4f} uL",
     "stroke_nl": lambda v: f"nominal stroke {v / 1000:.4f} uL",
     "ci_nl": lambda v: f"confidence half-width {v / 1000:.4f} uL",
-    "error_ppm": lambda v: f"the strokes delivered {v / 1e4:+.2f} % of their volume: the"
-    f" board's motion per stroke changes by {100 * (1e6 / (1e6 + v) - 1):+.2f} %",
+    "error_ppm": lambda v: f"the strokes delivered {abs(v) / 1e4:.2f} %"
+    f" {'less' if v < 0 else 'more'} than nominal: the board's motion per stroke changes by"
+    f" {100 * (1e6 / (1e6 + v) - 1):+.2f} %",
 }
 _EFFECT_DONE = ("daily_dose_ng", "volume_nl_per_day", "concentration_ug_per_ml", "mass_24h_ng",
                 "strokes_24h", "cap_24h_ng", "cap_1h_ng", "stroke_ng", "low_reservoir_in_ms",
@@ -317,7 +319,8 @@ class Session:
         key file)."""
         path = self.key_path(device)
         if self.ns.keys and not path.exists():
-            raise UsageError(f"no key file {path}")
+            raise UsageError(f"no key file {path} (itbctl keys provision writes one, with the"
+                             " board's provisioning button held)")
         try:
             found, keys = link.load_keys(path)
         except link.LinkError as e:
@@ -363,6 +366,8 @@ def run_command(s, name, args):
     else:
         res = b.call(name, args, role=role)
     s.emit(res)
+    if name == "set_calibration":
+        return _check_applied(s, b, res, args["measured_nl"])
     s.say(f"{_cli_name(name)}: {cli_text(res.get('message', 'accepted'))}")
     if res.get("effect") and not cmds.is_two_phase(name):
         s.say(effect_text(res["effect"]))
@@ -532,58 +537,74 @@ def cmd_calibrate(s):
     """Guided gravimetric calibration (``host_tools.calibration``): weigh a run of
     strokes (a serial balance, typed readings, or a CSV of them), show the mean stroke
     with its errors and confidence interval, and write it to the board as
-    ``set_calibration`` (service key, two-phase). Without ``--port`` only the CSV is
+    ``set_calibration`` (service key, two-phase). Without a port only the CSV is
     analysed."""
     from host_tools import calibration as cal
     from host_tools import gravimetry as gr
-    from host_tools.balance_port import Balance, BalanceError
 
     ns = s.ns
+    writes = bool(ns.port) and not ns.no_write
     if not ns.readings and not ns.port:
         raise UsageError("calibrate needs a board (--port) to run the strokes, or --readings"
                          " CSV to analyse a run already weighed")
     if not ns.readings and not ns.balance_port and not sys.stdin.isatty():
         raise UsageError("no balance: --balance-port DEVICE (MT-SICS), or type the readings"
                          " on a terminal, or --readings CSV")
-    if ns.port and not ns.no_write and not ns.yes and not sys.stdin.isatty():
+    if writes and not ns.yes and not sys.stdin.isatty():
         raise UsageError("calibrate writes to the board after asking, and stdin is not a"
                          " terminal: nothing was sent (add --yes, or --no-write)")
-    if not 1 <= ns.strokes <= 100:
-        raise UsageError(f"--strokes {ns.strokes}: 1 to 100 (the board takes 10 or more)")
-    if not 0 < ns.confidence < 100:
-        raise UsageError(f"--confidence {ns.confidence:g}: a percentage between 0 and 100")
+    if not ns.readings and not (cal.BOARD_MIN_STROKES if writes else 2) <= ns.strokes <= 100:
+        raise UsageError(f"--strokes {ns.strokes}: {cal.BOARD_MIN_STROKES} to 100 (the board"
+                         " takes 10 or more; with --no-write, 2 or more)")
+    if not 100 * cal.MIN_CONFIDENCE <= ns.confidence < 100:
+        raise UsageError(f"--confidence {ns.confidence:g}: {100 * cal.MIN_CONFIDENCE:g} to below"
+                         " 100 (a lower level would narrow the interval the board checks)")
     try:
         evaporation = ns.evaporation_mg_per_h
         if ns.blank:
             evaporation = gr.evaporation_from_blank(*gr.read_readings(ns.blank))
         gr.water_density(ns.temperature_c)  # a bad temperature stops before any stroke
+        measurement = _measurement_of(ns) if ns.readings and writes else None
+        readings = gr.read_readings(ns.readings) if ns.readings else None
     except gr.GravimetryError as e:
         raise UsageError(str(e)) from None
     board = s.connect() if ns.port else None
     stroke_nl = board.status()["stroke_nl"] if board is not None else ns.stroke_nl
+    out = None
     try:
-        if ns.readings:
-            times, masses = gr.read_readings(ns.readings)
-        else:
-            times, masses = _weigh_run(s, board, stroke_nl, Balance, BalanceError)
-        result = cal.analyse(times, masses, stroke_nl=stroke_nl, temperature_c=ns.temperature_c,
+        if readings is None:
+            out = Path(ns.out or f"calibration-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.csv")
+            measurement, *readings = _weigh_run(s, board, stroke_nl, out)
+        result = cal.analyse(*readings, stroke_nl=stroke_nl, temperature_c=ns.temperature_c,
                              evaporation_mg_per_h=evaporation, confidence=ns.confidence / 100)
     except cal.RunError as e:
         print(f"itbctl: calibration run stopped: {e}", file=sys.stderr)
         return 1
     except gr.GravimetryError as e:
-        raise UsageError(str(e)) from None
-    s.emit(result)
+        if out is None:
+            raise UsageError(str(e)) from None
+        print(f"itbctl: the readings in {out} cannot be used: {e}. Correct the file (the"
+              f" board keeps the measurement until the next run, refill or reset) and run"
+              f" itbctl calibrate --readings {out}", file=sys.stderr)
+        return 1
+    s.emit({**result, "measurement": measurement})
     s.say(cal.summary_text(result))
-    if board is None or ns.no_write:
+    if not writes:
         s.say("not written to a board" + (" (--no-write)" if board is not None else ""))
         return 0
-    res = board.change("set_calibration", result["command"], role="service",
+    command = {"measurement": measurement, **result["command"]}
+    res = board.change("set_calibration", command, role="service",
                        confirm=lambda p: s.confirm(p, None, "Write this calibration?"))
     s.emit(res)
+    return _check_applied(s, board, res, command["measured_nl"])
+
+
+def _check_applied(s, board, res, measured_nl):
+    # the board's own account of a confirmed set_calibration (status board.hw): the
+    # ledger records what was confirmed; whether the board applied it is shown here
     hw = board.status().get("board", {}).get("hw") or {}
     applied = hw.get("calibration") or {}
-    if applied.get("error") or applied.get("measured_nl") != result["command"]["measured_nl"]:
+    if applied.get("error") or applied.get("measured_nl") != measured_nl:
         why = applied.get("error") or "it reports no such calibration (a reset since?)"
         print(f"itbctl: the board accepted the calibration but did not apply it: {why};"
               " check status board.hw, then weigh a new run", file=sys.stderr)
@@ -593,33 +614,57 @@ def cmd_calibrate(s):
     return 0
 
 
-def _weigh_run(s, board, stroke_nl, balance_class, balance_error):
-    # the strokes, weighed after each; every reading goes to --out as it is taken
+def _measurement_of(ns):
+    # --readings with a board: the measurement the readings are of (the run's .json
+    # beside its CSV, or --measurement), so readings of an older run cannot correct
+    # the board again (found by the attacker)
+    from host_tools import gravimetry as gr
+
+    if ns.measurement is not None:
+        return ns.measurement
+    side = Path(ns.readings).with_suffix(".json")
+    try:
+        return int(json.loads(side.read_text())["measurement"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise gr.GravimetryError(
+            f"{side}: no measurement id for {ns.readings} (itbctl calibrate writes it beside"
+            " the readings): give --measurement N, the id of the board's run (status"
+            " calibration: [ok, not ok, id])") from None
+
+
+def _weigh_run(s, board, stroke_nl, out):
+    # the strokes, weighed after each; every reading goes to ``out`` as it is taken,
+    # the measurement's id to the .json beside it
     from host_tools import calibration as cal
+    from host_tools.balance_port import Balance, BalanceError
 
     ns = s.ns
-    out = Path(ns.out or f"calibration-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.csv")
-    minutes = ns.strokes * (ns.settle_s + 1) / 60
+    cal.check_board(board.status(), ns.strokes)  # before anything is asked or weighed
     s.say(f"{ns.strokes} calibration strokes of {stroke_nl / 1000:.3f} uL"
           f" ({ns.strokes * stroke_nl / 1000:.1f} uL in all), one every {ns.settle_s + 1:g} s"
-          f" or so: about {minutes:.1f} min; readings to {out}")
-    if not s.ns.yes and sys.stdin.isatty() and \
-            input("Start the run? [y/N] ").strip().lower() not in ("y", "yes"):
-        raise link.Declined({})
+          f" or so: about {ns.strokes * (ns.settle_s + 1) / 60:.1f} min; readings to {out}")
+    if not ns.yes and sys.stdin.isatty():
+        try:
+            answer = input("Start the run? [y/N] ").strip().lower()
+        except (EOFError, KeyboardInterrupt):
+            answer = ""
+        if answer not in ("y", "yes"):
+            raise link.Declined({})
     balance = None
     if ns.balance_port:
         try:
-            balance = balance_class(ns.balance_port, ns.balance_baud)
-        except balance_error as e:
+            balance = Balance(ns.balance_port, ns.balance_baud)
+        except BalanceError as e:
             raise UsageError(str(e)) from None
+    stroke_g = stroke_nl / 1e6
 
-    def read_mass(label):
-        if balance is not None:
-            try:
-                return balance.stable_g()
-            except balance_error as e:
-                raise cal.RunError(str(e)) from None
-        return _typed_mass(label)
+    def read_mass(label, previous):
+        if balance is None:
+            return _typed_mass(label, previous, stroke_g)
+        try:
+            return balance.stable_g()
+        except BalanceError as e:
+            raise cal.RunError(str(e)) from None
 
     try:
         with out.open("w", encoding="utf-8") as f:
@@ -629,8 +674,12 @@ def _weigh_run(s, board, stroke_nl, balance_class, balance_error):
                 f.write(f"{t:.3f},{g:.6f}\n")
                 f.flush()
 
-            return cal.run_strokes(board, ns.strokes, read_mass, record, settle_s=ns.settle_s,
-                                   say=s.say)
+            measurement, times, masses = cal.run_strokes(
+                board, ns.strokes, read_mass, record, settle_s=ns.settle_s, say=s.say)
+        out.with_suffix(".json").write_text(json.dumps(
+            {"measurement": measurement, "device": board.info.get("dev"), "stroke_nl": stroke_nl,
+             "strokes": ns.strokes, "readings": out.name}, indent=1) + "\n")
+        return measurement, times, masses
     except cal.RunError as e:
         raise cal.RunError(f"{e} (the readings so far are in {out})") from None
     except OSError as e:
@@ -640,15 +689,32 @@ def _weigh_run(s, board, stroke_nl, balance_class, balance_error):
             balance.close()
 
 
-def _typed_mass(label):
+def _typed_mass(label, previous, stroke_g):
+    # a reading typed on the terminal; a rise far from one stroke is asked again
+    from host_tools import calibration as cal
+
     while True:
-        text = input(f"balance reading {label} (g, or a number with mg): ").strip().lower()
         try:
-            if text.endswith("mg"):
-                return float(text[:-2]) / 1000
-            return float(text.removesuffix("g"))
+            text = input(f"balance reading {label} (g, or a number with mg): ").strip().lower()
+        except (EOFError, KeyboardInterrupt):
+            raise cal.RunError(f"stopped at the reading {label}: nothing written") from None
+        try:
+            grams = float(text[:-2]) / 1000 if text.endswith("mg") else float(
+                text.removesuffix("g"))
         except ValueError:
+            grams = math.nan
+        if not math.isfinite(grams):
             print(f"not a mass: {text!r} (e.g. 12.34567 or 12345.67mg)", file=sys.stderr)
+            continue
+        if previous is None or text.startswith("!"):
+            return grams
+        rise = grams - previous
+        lo, hi = cal.OUTLIER
+        if lo * stroke_g <= rise <= hi * stroke_g:
+            return grams
+        print(f"a rise of {rise * 1000:.3f} mg, where one stroke is about {stroke_g * 1000:.3f}"
+              f" mg: type it again (grams; with mg for milligrams), or !{text} to keep it",
+              file=sys.stderr)
 
 
 def cmd_trumpet(s):
@@ -794,9 +860,14 @@ def parser():
     cp.add_argument("--balance-baud", type=int, default=9600, help="default %(default)s")
     cp.add_argument("--readings", metavar="CSV", help="readings already taken (time_s,mass_g:"
                     " one before the first stroke, one after each): no strokes are run; with"
-                    " --port they must be of the run the board just made")
+                    " a port (--port or ITBCTL_PORT) they are written to the board, which takes"
+                    " them only for the run it just made (its id: the .json beside the CSV,"
+                    " or --measurement); without one, or with --no-write: analysis only")
+    cp.add_argument("--measurement", type=int, metavar="ID", help="the board's id of the run"
+                    " the --readings are of (status: calibration [ok, not ok, id])")
     cp.add_argument("--out", metavar="CSV", help="where the run's readings go (default"
-                    " calibration-<UTC time>.csv here)")
+                    " calibration-<UTC time>.csv here; the measurement's id goes beside it,"
+                    " in a .json)")
     cp.add_argument("--stroke-nl", type=int, default=2000, help="nominal stroke for an analysis"
                     " without a board (default %(default)s; with --port: the board's)")
     cp.add_argument("--temperature-c", type=float, default=20.0, metavar="C",
@@ -807,7 +878,7 @@ def parser():
     cevap.add_argument("--blank", metavar="BLANK.csv", help="readings of a blank run (no"
                        " strokes): their slope is the evaporation")
     cp.add_argument("--confidence", type=float, default=95.0, metavar="PCT",
-                    help="confidence of the interval, %% (default %(default)s)")
+                    help="confidence of the interval, %% (95 or more; default %(default)s)")
     cp.add_argument("--no-write", action="store_true", help="weigh and analyse; do not write"
                     " the calibration to the board")
     # no board: no --port/--keys of its own (the global ones are ignored)
@@ -816,7 +887,11 @@ def parser():
             " with --stroke-interval-min the curves over whole stroke intervals (25 h and an"
             " interval of readings); writes trumpet.csv and trumpet.png or .svg; talks to no"
             " board")
-    trp = sub.add_parser("trumpet", help=_help(text), description=_help(text))
+    json_only = argparse.ArgumentParser(add_help=False)
+    json_only.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                           help="as the global --json (print the result as JSON)")
+    trp = sub.add_parser("trumpet", help=_help(text), description=_help(text),
+                         parents=[json_only])
     trp.add_argument("readings", metavar="READINGS.csv", help="CSV with a header: time_s"
                      " (seconds, increasing) and mass_g or mass_mg; the first reading is the"
                      " start of the infusion")

@@ -172,7 +172,7 @@ def human(value, unit):
     """A canonical amount for people: ``human(130000, "ng_per_day")`` -> ``"130 ug/day"``;
     an unknown unit is shown as given."""
     if unit not in _HUMAN:
-        return f"{value} {unit}".strip()
+        return f"{value} {unit or ''}".strip()
     div, shown = _HUMAN[unit]
     return f"{value / div:.4g} {shown}"
 

@@ -1283,7 +1283,8 @@ def test_calibrate_rescales_steps_per_ml_and_rewrites_board_json(hw, monkeypatch
     assert steps == 712
     pico.calibrate(2000, 1900)
     new = round(steps * 1e6 / 1900)
-    assert json.loads(path.read_text()) == {**settings, "steps_per_ml": new}
+    assert json.loads(path.read_text()) == {**settings, "steps_per_ml": new,
+                                            "steps_per_ml_set": 356000}
     assert pico.cfg["steps_per_ml"] == new and pico.cfg["min_rise"] == 150
     assert pico.status()["calibration"] == {"stroke_nl": 2000, "measured_nl": 1900,
                                             "steps_per_ml_was": 356000, "steps_per_ml": new}
@@ -1330,3 +1331,44 @@ def test_a_bad_board_json_is_not_rewritten_by_a_calibration(hw, monkeypatch):
     pico.calibrate(2000, 1900)
     assert json.loads(path.read_text()) == {"steps_per_ml": 1}
     assert "fix it first" in pico.calibration["error"]
+
+
+@pytest.mark.sr("SR-4")
+def test_calibrations_never_add_up_to_another_syringe(hw, monkeypatch):
+    """Found by the attacker: corrections of 25 % each compounded without limit (x7.5
+    after seven). The first calibration keeps the hand-set value as steps_per_ml_set;
+    every later one stays within 25 % of it, and a board.json whose steps_per_ml is
+    further from it is bad (set both for a new syringe)."""
+    path = _calibration_file(hw, monkeypatch, {"steps_per_ml": 356000})
+    pico = make_pico(hw, steps_per_ml=356000)
+    pico.calibrate(2000, 1700)  # +17.6 %
+    first = json.loads(path.read_text())
+    assert first == {"steps_per_ml": round(712e6 / 1700), "steps_per_ml_set": 356000}
+    again = make_pico(hw, **first)
+    assert again.settings_error is None
+    again.calibrate(2000, 1800)  # 838 steps -> 465556: 30.8 % over the hand-set value
+    assert json.loads(path.read_text()) == first
+    assert "steps_per_ml_set" in again.calibration["error"]
+    far = make_pico(hw, steps_per_ml=460000, steps_per_ml_set=356000)
+    assert "set both for a new syringe" in far.settings_error
+
+
+def test_a_calibration_past_the_longest_stroke_is_refused(hw, monkeypatch):
+    path = _calibration_file(hw, monkeypatch, {"steps_per_ml": 2_900_000})
+    pico = make_pico(hw, steps_per_ml=2_900_000)  # 5800 steps a stroke
+    pico.calibrate(2000, 1900)  # 6105 steps: more than MAX_STROKE_STEPS
+    assert json.loads(path.read_text()) == {"steps_per_ml": 2_900_000}
+    assert "more than 6000 steps" in pico.calibration["error"]
+
+
+def test_a_calibration_starts_from_the_settings_read_at_boot(hw, monkeypatch):
+    """Found by the attacker: a board.json changed on the flash since boot (a lower
+    min_rise, dev 1) took effect with a calibration, without a reboot."""
+    boot = {"steps_per_ml": 356000, "min_rise": 200}
+    path = _calibration_file(hw, monkeypatch, boot)
+    pico = make_pico(hw, **boot)
+    path.write_text(json.dumps({"steps_per_ml": 356000, "min_rise": 1, "dev": 1}))
+    pico.calibrate(2000, 1900)
+    written = json.loads(path.read_text())
+    assert written["min_rise"] == 200 and "dev" not in written
+    assert pico.cfg["min_rise"] == 200 and pico.DEV is False

@@ -38,17 +38,20 @@ def _filled():
     return b
 
 
-def _run(b, strokes=10, new=1, t=None, interval_ms=1000):
+def _run(b, strokes=10, add=0, t=None, interval_ms=1000):
     res = b.confirm("calibration_run", {"strokes": strokes, "interval_ms": interval_ms,
-                                        "new": new}, t, role="service")
+                                        "add": add}, t, role="service")
     assert res["ok"], res
     b.advance(b.t + strokes * interval_ms)
     return res
 
 
-def _set(b, measured_nl=1900, ci_nl=20, strokes=10, t=None):
-    return b.confirm("set_calibration", {"strokes": strokes, "measured_nl": measured_nl,
-                                         "ci_nl": ci_nl}, t, role="service")
+def _set(b, measured_nl=1900, ci_nl=20, strokes=10, t=None, measurement=None):
+    """set_calibration for the board's current measurement (or ``measurement``)."""
+    mid = b.status()["calibration"][2] if measurement is None else measurement
+    return b.confirm("set_calibration", {"measurement": mid or 1, "strokes": strokes,
+                                         "measured_nl": measured_nl, "ci_nl": ci_nl}, t,
+                     role="service")
 
 
 class _CalBoard:
@@ -81,7 +84,7 @@ def test_a_calibration_run_makes_its_strokes_as_normal_strokes():
     assert times == [i * 5 * SEC for i in range(10)]
     assert b.status()["window_ng"] == [10_000, 10_000]
     assert b.status()["reservoir_nl"] == 1 * ML - 10 * 2000
-    assert b.status()["calibration"] == [10, 0]
+    assert b.status()["calibration"] == [10, 0, 1]  # the first stroke's number: 1
     kinds = [json.loads(line)["k"] for line in b.lines]
     first = kinds.index("stroke")
     assert kinds[first + 1] == "outcome"  # the intent is traced before the outcome
@@ -91,7 +94,8 @@ def test_a_calibration_run_makes_its_strokes_as_normal_strokes():
 @pytest.mark.parametrize("case, reason", [
     ("programmed", "WRONG_STATE"), ("clinician", "WRONG_ROLE"), ("no_fill", "NO_DRUG"),
     ("too_many_for_the_fill", "NO_DRUG"), ("closer_than_the_maximum_rate", "OUT_OF_RANGE"),
-    ("run_under_way", "BOLUS_ACTIVE"), ("single_phase", "NEEDS_CONFIRM")])
+    ("run_under_way", "CALIBRATION_RUNNING"), ("single_phase", "NEEDS_CONFIRM"),
+    ("add_without_a_measurement", "NO_MEASUREMENT")])
 def test_a_calibration_run_is_refused_and_changes_nothing(case, reason):
     """SR-14: a refused run changes no therapy state (nor the measurement) and writes
     one audit record. A programmed pump treats a patient: no bench strokes."""
@@ -112,6 +116,8 @@ def test_a_calibration_run_is_refused_and_changes_nothing(case, reason):
     elif case == "run_under_way":
         b.confirm("calibration_run", {"strokes": 5, "interval_ms": 60 * SEC}, role="service")
         b.advance(b.t + 1)
+    elif case == "add_without_a_measurement":
+        args["add"] = 1
     before = list(b.status()["calibration"])
     if case == "single_phase":
         res = b.assert_refused(reason, lambda: b.send("calibration_run", args, role=role))
@@ -137,14 +143,14 @@ def test_a_confirmed_calibration_goes_to_the_board_logged_once():
     res = _set(b, 1900, 20)
     assert res["ok"], res
     assert res["effect"] == {"stroke_nl": 2000, "measured_nl": 1900, "ci_nl": 20,
-                             "strokes": 10, "error_ppm": -50_000}
+                             "strokes": 10, "measurement": 1, "error_ppm": -50_000}
     assert board.calibrations == [(2000, 1900)]
     recs = [json.loads(line) for line in b.lines]
     cal_recs = [r for r in recs if r["k"] == "calibration"]
     assert len(cal_recs) == 1 and cal_recs[0]["measured_nl"] == 1900
     assert trace.decode(trace.encode(cal_recs[0])) == cal_recs[0]  # a known trace kind
-    assert b.status()["calibration"] == [0, 0]
-    again = _set(b, 1900, 20)
+    assert b.status()["calibration"] == [0, 0, 0]
+    again = _set(b, 1900, 20, measurement=res["effect"].get("measurement", 1))
     assert again["reason"] == "NO_MEASUREMENT" and board.calibrations == [(2000, 1900)]
     replayed = b.send("confirm", {"hash": 0}, role="service", cid=res["id"])  # SR-26 retry
     assert replayed.get("replayed") == 1 and board.calibrations == [(2000, 1900)]
@@ -166,8 +172,9 @@ def test_a_calibration_outside_the_limits_is_refused_and_changes_nothing(measure
     b.r.board = board
     _run(b)
     b.assert_refused(reason, lambda: b.prepare("set_calibration", {
-        "strokes": strokes, "measured_nl": measured, "ci_nl": ci}, role="service"))
-    assert board.calibrations == [] and b.status()["calibration"] == [10, 0]
+        "measurement": 1, "strokes": strokes, "measured_nl": measured, "ci_nl": ci},
+        role="service"))
+    assert board.calibrations == [] and b.status()["calibration"] == [10, 0, 1]
 
 
 @pytest.mark.sr("SR-14")
@@ -187,24 +194,24 @@ def test_a_measurement_with_a_failed_stroke_is_refused(outcome):
     b = _filled()
     b.board.queue = ["ok", outcome]
     _run(b)
-    assert b.status()["calibration"] == [9, 1]
+    assert b.status()["calibration"] == [9, 1, 1]
     assert _set(b, 2000, 10)["reason"] == "NO_MEASUREMENT"
-    _run(b, new=1, t=b.t)
+    _run(b, t=b.t)
     assert _set(b, 2000, 10)["ok"]
 
 
 @pytest.mark.sr("SR-26")
 def test_runs_of_one_stroke_add_up_and_a_reset_ends_the_measurement():
-    """``new=0`` adds to the measurement under way (the guided run weighs after each
+    """``add=1`` adds to the measurement under way (the guided run weighs after each
     stroke); a reset (power cut) ends it: weigh again."""
     b = _filled()
     for i in range(10):
-        _run(b, strokes=1, new=1 if i == 0 else 0, t=b.t)
-    assert b.status()["calibration"] == [10, 0]
+        _run(b, strokes=1, add=0 if i == 0 else 1, t=b.t)
+    assert b.status()["calibration"] == [10, 0, 1]
     b.power_cut(b.t + 1)
     b.power_on(b.t + 2, 1000)
-    assert b.status()["calibration"] == [0, 0]
-    assert _set(b, 2000, 10)["reason"] == "NO_MEASUREMENT"
+    assert b.status()["calibration"] == [0, 0, 0]
+    assert _set(b, 2000, 10, measurement=1)["reason"] == "NO_MEASUREMENT"
 
 
 @pytest.mark.sr("SR-14")
@@ -213,11 +220,11 @@ def test_set_calibration_is_refused_while_the_run_goes_on_and_when_programmed():
     b.confirm("calibration_run", {"strokes": 10, "interval_ms": 60 * SEC}, role="service")
     b.advance(b.t + 1)
     b.assert_refused("CALIBRATION_RUNNING", lambda: b.prepare("set_calibration", {
-        "strokes": 10, "measured_nl": 2000, "ci_nl": 10}, role="service"))
+        "measurement": 1, "strokes": 10, "measured_nl": 2000, "ci_nl": 10}, role="service"))
     p = _filled()
     p.confirm("program", {"daily_dose_ng": 100_000, "origin": "spinal"})
     p.assert_refused("WRONG_STATE", lambda: p.prepare("set_calibration", {
-        "strokes": 10, "measured_nl": 2000, "ci_nl": 10}, role="service"))
+        "measurement": 1, "strokes": 10, "measured_nl": 2000, "ci_nl": 10}, role="service"))
 
 
 @pytest.mark.sr("SR-25")
@@ -289,7 +296,13 @@ def test_evaporation_and_temperature_are_corrected():
 
 @pytest.mark.parametrize("times, masses, message", [
     ([0, 1], [1.0, 1.002], "at least 2 strokes"),
-    ([0, 1, 2], [1.0, 1.002, 1.001], "stroke 2: the mass did not rise"),
+    ([0, 1, 2], [1.0, 1.002, 1.001], r"stroke 2 \(readings 2 and 3\): the mass did not rise"),
+    # found by the attacker: a stroke that did not move weighs about 0 (with the
+    # evaporation added back, just above it) and passed
+    ([0, 1, 2, 3, 4], [1.0, 1.002, 1.004, 1.00401, 1.006], "stroke 3 .*not a whole stroke"),
+    ([0, 1, 2, 3], [1.0, 1.002, 1.009, 1.011], "stroke 2 .*not a whole stroke"),
+    ([0, 1, 2], [1.0, float("nan"), 1.004], "mass 1: nan is not a finite number"),
+    ([0, float("inf"), 2], [1.0, 1.002, 1.004], "time 1: inf"),
     ([0, 1, 2], [1.0, 1.002], "3 times for 2 masses"),
 ])
 def test_unusable_readings_are_refused_whole(times, masses, message):
@@ -300,7 +313,10 @@ def test_unusable_readings_are_refused_whole(times, masses, message):
 def test_bad_settings_are_refused():
     times, masses = _readings([2.0] * 3)
     for kw, message in (({"confidence": 1.0}, "confidence"), ({"stroke_nl": 0}, "positive"),
-                        ({"temperature_c": 41}, "0 to 40")):
+                        ({"temperature_c": 41}, "0 to 40"),
+                        # found by the attacker: 50 % shrank the interval the board checks
+                        ({"confidence": 0.5}, "from 0.95"),
+                        ({"evaporation_mg_per_h": float("nan")}, "evaporation 0: nan")):
         with pytest.raises(gr.GravimetryError, match=message):
             cal.analyse(times, masses, **{"stroke_nl": 2000, **kw})
 
@@ -389,6 +405,7 @@ def _bench_board(virtual_board, tmp_path):
     assert itbctl.main(base + ["keys", "provision"]) == 0
     assert itbctl.main(base + ["--yes", "refill", "--aspirated", "0ml", "--volume", "1ml",
                                "--concentration-ug-per-ml", "500"]) == 0
+    assert itbctl.main(base + ["--yes", "prime", "--contents", "drug"]) == 0
     return base
 
 
@@ -420,7 +437,7 @@ def test_itbctl_calibrate_weighs_a_run_on_a_serial_balance_and_writes_it(virtual
     assert itbctl.main(base + ["--json", "status"]) == 0
     st = json.loads(capsys.readouterr().out)
     assert st["board"]["hw"]["motion_ppm"] == round(1e6 * 2000 / 1900)
-    assert st["calibration"] == [0, 0] and st["strokes"] == 10
+    assert st["calibration"] == [0, 0, 0] and st["strokes"] == 10
 
 
 def test_itbctl_calibrate_typed_readings_then_written_from_their_csv(virtual_board, tmp_path,
@@ -513,3 +530,158 @@ def test_the_board_gets_a_calibration_only_after_it_is_durable():
     first = events.index(("write", "calibration"))
     assert events[first:].index(("commit",)) < events[first:].index(("calibrate",))
     assert events.count(("calibrate",)) == 1
+
+
+def test_the_summary_says_what_the_board_will_say():
+    """The verdict uses the board's own limits (``itb.calibration``); a mean about 1000
+    times the nominal stroke asks about mg under a mass_g header (found by the new-user
+    trial); a large evaporation correction is a warning (found by the attacker)."""
+    good = cal.analyse(*_readings([1.95] * 10), stroke_nl=2000)
+    assert "within the board's limits (25 % error, 5 % interval)" in cal.summary_text(good)
+    assert "the nominal stroke is outside it" in cal.summary_text(good)
+    inside = cal.analyse(*_readings([1.98, 2.02] * 5), stroke_nl=2000)
+    assert "the nominal stroke is inside it" in cal.summary_text(inside)
+    few = cal.analyse(*_readings([2.0] * 5), stroke_nl=2000)
+    assert "5 strokes: the board takes 10 or more" in cal.summary_text(few)
+    mg = cal.analyse(*_readings([2000.0] * 10), stroke_nl=2000)
+    assert "masses in mg under a mass_g header?" in cal.summary_text(mg)
+    wet = cal.analyse(*_readings([2.0] * 10, t_step=60.0, evaporation=3.0), stroke_nl=2000,
+                      evaporation_mg_per_h=3.0)
+    assert wet["evaporation_pct"] == pytest.approx(100 * 0.05 / (2 * 0.998207), rel=1e-3)
+    assert "WARNING: the evaporation correction is 2.50 %" in cal.summary_text(wet)
+
+
+@pytest.mark.sr("SR-14", "SR-26")
+def test_readings_of_an_earlier_run_cannot_correct_the_board_again():
+    """Found by the attacker: the README's check run (a second run of as many strokes,
+    not written) made the first run's readings acceptable again, and the correction
+    was applied twice. A correction quotes its measurement's id; a new run, a refill
+    or a correction ends the measurement."""
+    b = _filled()
+    first = _run(b)["effect"]["measurement"]
+    assert _set(b, 1900, 20, measurement=first)["ok"]
+    second = _run(b, t=b.t)["effect"]["measurement"]
+    assert second > first
+    b.assert_refused("NO_MEASUREMENT", lambda: b.prepare("set_calibration", {
+        "measurement": first, "strokes": 10, "measured_nl": 1900, "ci_nl": 20},
+        role="service"))
+    third = _run(b, t=b.t)["effect"]["measurement"]  # a third run: the second is over
+    assert _set(b, 2000, 10, measurement=second)["reason"] == "NO_MEASUREMENT"
+    b.confirm("refill", FILL)  # a new fill ends the measurement
+    assert _set(b, 2000, 10, measurement=third)["reason"] == "NO_MEASUREMENT"
+
+
+@pytest.mark.sr("SR-15", "SR-6")
+def test_a_program_cancels_a_calibration_run():
+    """Found by the attacker: a calibration run went on after ``program``, on top of
+    basal, for days. The program's effect says it cancels the run; no calibration
+    stroke follows it."""
+    b = _filled()
+    b.confirm("calibration_run", {"strokes": 100, "interval_ms": 3_600_000}, role="service")
+    b.advance(b.t + 1)
+    p = b.prepare("program", {"daily_dose_ng": 100_000, "origin": "spinal"})
+    assert p["effect"]["calibration_cancelled"] == 99
+    assert b.send("confirm", {"hash": p["hash"]})["ok"]
+    b.advance(b.t + 3 * 24 * 3_600_000)
+    assert [t for t, src in b.strokes if src == "calibration"] == [0]
+    assert b.status()["calibration"] == [0, 0, 0]
+
+
+def test_a_run_of_one_stroke_has_no_interval_to_check():
+    """Found by the attacker: ``itbctl calibrate`` makes one stroke per run, and a board
+    whose maximum rate allows a stroke only every 2 min refused every one of them."""
+    b = Bench({"max_rate_nl_per_min": 1000})
+    b.confirm("refill", FILL)
+    res = b.confirm("calibration_run", {"strokes": 1, "interval_ms": 1000}, role="service")
+    assert res["ok"], res
+
+
+def test_itbctl_calibrate_readings_need_their_measurement_and_typos_are_asked_again(
+        virtual_board, tmp_path, capsys, monkeypatch):
+    """Found by the new-user trial: a reading typed in mg without the unit, or with a
+    digit too many, was taken and spoiled the run; Ctrl-D at a prompt was a traceback.
+    A rise far from one stroke is asked again (``!`` keeps it). Found by the attacker:
+    ``--readings`` of a hand-made CSV has no measurement id: it needs ``--measurement``."""
+    base = _bench_board(virtual_board, tmp_path)
+    masses = [f"{g:.6f}" for g in _stroke_masses(10, 2.0)]
+    typed = masses[:3] + ["1.99", masses[3]] + masses[4:]  # 1.99 g: a rise of 2 g
+    monkeypatch.setattr(sys, "stdin", _Terminal("y\n" + "\n".join(typed) + "\n"))
+    out = tmp_path / "run.csv"
+    assert itbctl.main(base + ["calibrate", "--strokes", "10", "--settle-s", "0", "--no-write",
+                               "--out", str(out)]) == 0
+    text = capsys.readouterr()
+    assert "a rise of -18013.993 mg, where one stroke is about 2.000 mg" in text.err
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["measurement"] >= 1 and side["strokes"] == 10
+    hand = tmp_path / "hand.csv"
+    hand.write_text(out.read_text())
+    assert itbctl.main(base + ["--yes", "calibrate", "--readings", str(hand)]) == \
+        itbctl.EXIT_USAGE
+    assert "give --measurement N" in capsys.readouterr().err
+    assert itbctl.main(base + ["--yes", "calibrate", "--readings", str(hand), "--measurement",
+                               str(side["measurement"])]) == 0
+    capsys.readouterr()
+    # Ctrl-D at the first prompt: stopped, nothing written, exit 1
+    monkeypatch.setattr(sys, "stdin", _Terminal("y\n"))
+    assert itbctl.main(base + ["calibrate", "--strokes", "10", "--settle-s", "0",
+                               "--no-write", "--out", str(tmp_path / "x.csv")]) == 1
+    assert "stopped at the reading before the first stroke" in capsys.readouterr().err
+
+
+def test_itbctl_calibrate_checks_the_caps_before_the_first_reading(virtual_board, tmp_path,
+                                                                   capsys, monkeypatch):
+    """Found by the new-user trial: an unprogrammed pump's 24 h cap (the maximum bolus,
+    100 ug: 100 strokes at 500 ug/mL) stopped a run at its 15th stroke, after the
+    readings began. The room is checked first."""
+    from host_tools import link
+
+    base = _bench_board(virtual_board, tmp_path)
+    with link.Board(virtual_board.url, timeout=5) as b:
+        b.keys = link.load_keys(tmp_path / "keys.json")[1]
+        b.hello()
+        b.call("test_clock", {"mode": "stepped"}, role="service")
+        b.change("calibration_run", {"strokes": 95, "interval_ms": 1000})
+        b.call("test_clock", {"mode": "stepped", "advance_ms": 100_000}, role="service")
+        assert b.status()["window_ng"][0] == 95_000
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdin", _Terminal(""))
+    code = itbctl.main(base + ["calibrate", "--strokes", "10", "--no-write", "--out",
+                               str(tmp_path / "c.csv")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "the caps leave room for" in err and not (tmp_path / "c.csv").exists()
+
+
+def test_itbctl_small_fixes_found_by_the_trials(tmp_path, capsys):
+    """``trumpet --json`` after the subcommand; a refusal's ``allowed`` without a unit
+    (was "allowed: 10 None"); a CSV row with a decimal comma (was read as 0 g)."""
+    assert itbctl.refusal_text({"reason": "NO_MEASUREMENT", "message": "m", "allowed": 10,
+                                "allowed_unit": None}).endswith("(allowed: 10)")
+    bad = tmp_path / "b.csv"
+    bad.write_text("time_s,mass_g\n0,0.001\n30,0,003\n60,0.005\n")
+    with pytest.raises(gr.GravimetryError, match="line 3: 3 fields, the header has 2"):
+        gr.read_readings(bad)
+    assert itbctl.main(["trumpet", str(bad), "--rate-ul-per-h", "1", "--json"]) == \
+        itbctl.EXIT_USAGE
+    assert "unrecognized" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("line", ["S S nan g", "S S inf g", "S S 1e400 g"])
+def test_a_balance_that_sends_no_number_is_refused(line):
+    """Found by the attacker: ``nan`` and ``inf`` were read as weights."""
+    with pytest.raises(BalanceError, match="not a number"):
+        parse_answer(line)
+
+
+def test_the_virtual_board_keeps_its_motion_within_25_percent(tmp_path):
+    """As the Pico: corrections never add up past 25 % of the motion set by hand."""
+    from board.virtual import VirtualBoard
+
+    (tmp_path / "vb").mkdir()
+    (tmp_path / "vb" / "device_id").write_text("0123456789abcdef\n")  # the unix port's job
+    vb = VirtualBoard(str(tmp_path / "vb"))
+    vb.calibrate(2000, 1700)
+    assert vb.motion_ppm == round(1e6 * 2000 / 1700)
+    vb.calibrate(2000, 1700)  # 1.384: refused
+    assert vb.motion_ppm == round(1e6 * 2000 / 1700) and "25 %" in vb.calibration["error"]
+    assert VirtualBoard(str(tmp_path / "vb")).motion_ppm == vb.motion_ppm  # kept on "flash"

@@ -90,6 +90,7 @@ BENCH_FIELDS = ("stroke_nl", "reservoir_capacity_nl", "tubing_nl", "catheter_len
                 "prime_rate_nl_per_min")
 RATE_FIELDS = ("max_rate_nl_per_min", "prime_rate_nl_per_min")
 STEPS_PER_ML_RANGE = (1000, 10000000)  # board.json outside these: no dosing (a typo is no dose)
+CALIBRATION_SPAN_PCT = 25  # steps_per_ml stays within this of steps_per_ml_set (calibrate)
 RISE_RANGE = (1, 8000000)  # HX711 counts (24-bit signed full scale)
 BATTERY_LOW_MV = 4400  # 4 x NiMH at 1.1 V/cell
 BATTERY_OK_MV = 4600  # hysteresis: cleared above this
@@ -469,7 +470,8 @@ def check_settings(settings):
     cfg = {"steps_per_ml": STEPS_PER_ML, "min_rise": MIN_RISE,
            "occlusion_rise": OCCLUSION_RISE, "dev": 0, "device": {}}
     ranges = {"steps_per_ml": STEPS_PER_ML_RANGE, "min_rise": RISE_RANGE,
-              "occlusion_rise": RISE_RANGE, "dev": (0, 1)}
+              "occlusion_rise": RISE_RANGE, "dev": (0, 1),
+              "steps_per_ml_set": STEPS_PER_ML_RANGE}
     if type(settings) is not dict:
         return cfg, "board.json is not a JSON object"
     got = {}
@@ -498,6 +500,14 @@ def check_settings(settings):
         cfg[k] = got[k]
     if cfg["min_rise"] >= cfg["occlusion_rise"]:
         return check_settings({})[0], "board.json: min_rise must be below occlusion_rise"
+    base = got.get("steps_per_ml_set")
+    if base is not None and abs(cfg["steps_per_ml"] - base) * 100 > CALIBRATION_SPAN_PCT * base:
+        # calibrations correct a syringe; they never add up to another one (found by the
+        # attacker: repeated corrections of 25 % each compounded without limit)
+        return check_settings({})[0], ("board.json: steps_per_ml more than %d %% from"
+                                       " steps_per_ml_set (the value set by hand that"
+                                       " calibrations correct): set both for a new syringe"
+                                       % CALIBRATION_SPAN_PCT)
     cap = rate_cap(cfg["steps_per_ml"])
     for k in RATE_FIELDS:
         if cfg["device"].get(k, 0) > cap:  # refused, never clamped
@@ -528,7 +538,8 @@ class Pico:
         self.dir = p(pins.DIR, p.OUT, value=0)
         self.heartbeat = p(pins.HEARTBEAT, p.OUT, value=0)
         self.empty = self._input(pins.EMPTY_SWITCH, pins.EMPTY_SWITCH_PULL)
-        self.cfg, self.settings_error = check_settings({} if settings is None else settings)
+        self.settings = {} if settings is None else settings  # board.json as read at boot
+        self.cfg, self.settings_error = check_settings(self.settings)
         self.DEV = bool(self.cfg["dev"])
         self.wdt = None
         self._boot_feed = None
@@ -751,22 +762,31 @@ class Pico:
         """A confirmed ``set_calibration`` (the runner calls it): strokes of
         ``stroke_nl`` moved ``steps`` steps and delivered ``measured_nl`` each, by
         weight, so the syringe takes ``steps x 10^6 / measured_nl`` steps per mL
-        (rounded). board.json is rewritten with it (a temporary file, then a rename:
-        a power cut leaves the old file or the new one, whole) and the new value
-        holds from the next stroke. A result that ``check_settings`` refuses (out
-        of range, or a device rate above the new ``rate_cap``), or a write that
-        fails, changes nothing; ``status`` says so in ``calibration.error``."""
+        (rounded), within ``CALIBRATION_SPAN_PCT`` of ``steps_per_ml_set`` (the value
+        set by hand, kept in board.json from the first calibration on: corrections
+        never add up to another syringe). board.json is rewritten from the settings
+        read at boot with it (a temporary file, then a rename: a power cut leaves the
+        old file or the new one, whole) and the new value holds from the next stroke.
+        A stroke of more than ``MAX_STROKE_STEPS``, a result that ``check_settings``
+        refuses (out of range or of span, a device rate above the new ``rate_cap``),
+        or a write that fails changes nothing; ``status`` says so in
+        ``calibration.error``."""
         old = self.cfg["steps_per_ml"]
         steps = (stroke_nl * old + 500000) // 1000000
         new = (steps * 2000000 + measured_nl) // (2 * measured_nl)
         self.calibration = {"stroke_nl": stroke_nl, "measured_nl": measured_nl,
                             "steps_per_ml_was": old, "steps_per_ml": new}
-        settings = _read_json(BOARD_CONFIG)
         cfg = self.cfg
-        if self.settings_error or type(settings) is not dict:
+        settings = self.settings
+        if self.settings_error:
             # its strokes do not move (only injected outcomes end ok): not rewritten
-            error = "board.json is bad (%s): fix it first" % (self.settings_error or "not an object")
+            error = "board.json is bad (%s): fix it first" % self.settings_error
+        elif (stroke_nl * new + 500000) // 1000000 > MAX_STROKE_STEPS:
+            error = "a stroke would take more than %d steps" % MAX_STROKE_STEPS
         else:
+            # from the settings in effect (read at boot), never from a file changed since
+            settings = dict(settings)
+            settings.setdefault("steps_per_ml_set", old)
             settings["steps_per_ml"] = new
             cfg, error = check_settings(settings)
         if error is None:
@@ -784,6 +804,7 @@ class Pico:
             self.calibration["steps_per_ml"] = old
             return
         self.cfg = cfg
+        self.settings = settings
 
     def maintenance(self):
         """SR-27: a Pico watchdog cannot stop, so MAINTENANCE is a boot of its own:

@@ -149,10 +149,15 @@ class VirtualBoard:
         ``measured_nl``, so the motion is scaled by their ratio (as the Pico's
         steps per mL are) and kept across resets."""
         was = self.motion_ppm
-        self.motion_ppm = (was * stroke_nl * 2 + measured_nl) // (2 * measured_nl)
-        _write(self.state + "/calibration", b"%d\n" % self.motion_ppm)
+        new = (was * stroke_nl * 2 + measured_nl) // (2 * measured_nl)
         self.calibration = {"stroke_nl": stroke_nl, "measured_nl": measured_nl,
-                            "motion_ppm_was": was, "motion_ppm": self.motion_ppm}
+                            "motion_ppm_was": was, "motion_ppm": new}
+        if abs(new - 1000000) > 250000:  # as the Pico's CALIBRATION_SPAN_PCT
+            self.calibration["error"] = "more than 25 % from the motion set by hand"
+            self.calibration["motion_ppm"] = was
+            return
+        self.motion_ppm = new
+        _write(self.state + "/calibration", b"%d\n" % new)
 
     def status(self):
         """Board figures for ``status``: the simulated motion and the last calibration."""

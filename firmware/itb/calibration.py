@@ -5,12 +5,18 @@ and ``set_calibration`` (service role, two-phase, UNPROGRAMMED only; ``ACCEPTS``
 - ``run``: strokes into a weighed vessel (``itbctl calibrate``). Each is a normal
   stroke: caps checked at acceptance and at each stroke (SR-5, SR-6), its intent
   durable before the motor moves (SR-26), its mass counted for the caps (SR-4), its
-  volume taken from the reservoir (SR-19). ``new=1`` starts a measurement; the
-  controller counts the measurement's strokes that ended ``ok`` and those that did not
-  (``Controller.calibration``, volatile: a reset ends a measurement).
+  volume taken from the reservoir (SR-19). A run starts a new measurement (``add=1``
+  adds to the one under way instead), whose id
+  (the number its first stroke will have) is in the effect; the controller counts the
+  measurement's strokes that ended ``ok`` and those that did not
+  (``Controller.calibration``: ``[ok, not ok, id]``, volatile: a reset ends a
+  measurement, and so do a refill and a program, which also cancels the run). The
+  interval applies between strokes: a run of one stroke has none.
 - ``correct``: the measured mean stroke (nL) and the half-width of its confidence
-  interval. It must be of the strokes this board just made (every stroke of the
-  measurement ended ``ok``, as many as were weighed, none under way), at most
+  interval. It must be of the strokes this board just made: the measurement's id
+  quoted (found by the attacker: readings of an earlier run passed once any run of
+  as many strokes was made, and corrected the factor again), every stroke of it ended
+  ``ok``, as many as were weighed, none under way; at most
   ``MAX_ERROR_PCT`` off the nominal stroke and known to ``MAX_CI_PCT``. Applied, it
   becomes a ``calibration`` event: the runner logs it and calls
   ``board.calibrate(stroke_nl, measured_nl)``, which scales the board's
@@ -25,9 +31,25 @@ months between refills, which the 14.5 % covers; the wider tolerance is the safe
 reading (an earlier low-reservoir alarm).
 """
 
-from itb.controller import DAY_MS, Refusal
+from itb.commands import BIG, INT, TIME_UNITS, VOLUME_UNITS, _p
+from itb.controller import DAY_MS, HOUR_MS, Refusal
 from itb.drugs import is_pump_concentration
 from itb.scheduler import Overlay
+
+# the commands' parameters (``commands.params``; their roles and docs are in COMMANDS)
+PARAMS = {
+    "calibration_run": (
+        _p("strokes", INT, 1, 100, doc="strokes to make into the weighed vessel"),
+        _p("interval_ms", INT, 1000, HOUR_MS, 20000, TIME_UNITS, doc="time between strokes"),
+        _p("add", INT, 0, 1, 0, doc="1: add to the measurement under way (0: a new one)"),
+    ),
+    "set_calibration": (
+        _p("measurement", INT, 1, BIG, doc="the measurement's id (calibration_run's effect)"),
+        _p("strokes", INT, 10, 1000, doc="strokes weighed: every stroke of the measurement"),
+        _p("measured_nl", INT, 1, BIG, None, VOLUME_UNITS, doc="mean volume of one stroke"),
+        _p("ci_nl", INT, 0, BIG, None, VOLUME_UNITS, doc="half-width of its confidence interval"),
+    ),
+}
 
 # A mean stroke more than 25 % off its nominal volume is a fault of the set-up (air, a
 # leak, the wrong syringe), not a factor to correct: fix the geometry (board.json). A
@@ -44,8 +66,10 @@ def run(ctrl, args, now, apply):
     n = args["strokes"]
     interval = args["interval_ms"]
     if ctrl.overlays:
-        raise Refusal("BOLUS_ACTIVE", "a priming or calibration run is in progress")
-    if interval < cfg.min_stroke_interval_ms:
+        if ctrl.overlays[0].source == "calibration":
+            raise Refusal("CALIBRATION_RUNNING", "the calibration run has not ended")
+        raise Refusal("BOLUS_ACTIVE", "priming is in progress")
+    if n > 1 and interval < cfg.min_stroke_interval_ms:
         raise Refusal("OUT_OF_RANGE", "strokes closer than the maximum rate allows (SR-2)",
                       cfg.min_stroke_interval_ms, unit="ms")
     if not is_pump_concentration(res.concentration) or res.remaining_nl() <= 0:
@@ -59,11 +83,16 @@ def run(ctrl, args, now, apply):
     effect["calibration_strokes"] = n
     effect["calibration_nl"] = n * cfg.stroke_nl
     effect["duration_ms"] = (n - 1) * interval
-    effect["measured_strokes"] = 0 if args["new"] else ctrl.calibration[0]
+    add = args["add"]
+    if add and not ctrl.calibration[2]:
+        raise Refusal("NO_MEASUREMENT", "no measurement under way to add to (a run without"
+                      " add starts one)")
+    effect["measured_strokes"] = ctrl.calibration[0] if add else 0
+    effect["measurement"] = ctrl.calibration[2] if add else ctrl.stroke_seq + 1
     if apply:
         ctrl.overlays.append(Overlay("calibration", now, n, interval))
-        if args["new"]:
-            ctrl.calibration = [0, 0]
+        if not add:
+            ctrl.calibration = [0, 0, effect["measurement"]]
     return {"effect": effect}
 
 
@@ -71,9 +100,13 @@ def correct(ctrl, args, now, apply):
     """``set_calibration``: ``{"effect": ...}`` or Refusal (SR-14)."""
     n = args["strokes"]
     measured = args["measured_nl"]
-    ok, bad = ctrl.calibration
+    ok, bad, mid = ctrl.calibration
     if ctrl.overlays:
         raise Refusal("CALIBRATION_RUNNING", "the calibration run has not ended")
+    if args["measurement"] != mid:
+        raise Refusal("NO_MEASUREMENT", "the readings are of measurement %d; the board's is %s"
+                      " (a new run, a refill, a reset or a correction since): weigh a new run"
+                      % (args["measurement"], mid or "none"))
     if bad:
         raise Refusal("NO_MEASUREMENT", "%d stroke(s) of the measurement did not complete ok:"
                       " make a new run" % bad)
@@ -89,9 +122,10 @@ def correct(ctrl, args, now, apply):
         raise Refusal("CALIBRATION_IMPRECISE", "the confidence interval (+-%d nL) is wider"
                       " than %d %% of the mean: weigh more strokes" % (args["ci_nl"], MAX_CI_PCT))
     effect = {"stroke_nl": nominal, "measured_nl": measured, "ci_nl": args["ci_nl"],
-              "strokes": n, "error_ppm": (measured - nominal) * 1000000 // nominal}
+              "strokes": n, "measurement": mid,
+              "error_ppm": (measured - nominal) * 1000000 // nominal}
     if apply:
-        ctrl.calibration = [0, 0]
+        ctrl.calibration = [0, 0, 0]
         ctrl._pending_events.append({"k": "calibration", "stroke_nl": nominal,
                                      "measured_nl": measured, "ci_nl": args["ci_nl"],
                                      "strokes": n})

@@ -119,16 +119,12 @@ COMMANDS = {
         _p("utc_offset_min", INT, -720, 840, doc="local time = UTC + offset"),
     ), "set the local-time offset for flex (SR-24)"),
     "maintenance": ((SERVICE,), 0, (), "enter MAINTENANCE for deploy (SR-27)"),
-    "calibration_run": ((SERVICE,), 1, (
-        _p("strokes", INT, 1, 100, doc="strokes to make into the weighed vessel"),
-        _p("interval_ms", INT, 1000, DAY // 24, 20000, TIME_UNITS, doc="time between strokes"),
-        _p("new", INT, 0, 1, 1, doc="1: a new measurement; 0: add to the one under way"),
-    ), "bench: strokes for a gravimetric calibration, UNPROGRAMMED only (SR-4, SR-26)"),
-    "set_calibration": ((SERVICE,), 1, (
-        _p("strokes", INT, 10, 1000, doc="strokes weighed: every stroke of the measurement"),
-        _p("measured_nl", INT, 1, BIG, None, VOLUME_UNITS, doc="mean volume of one stroke"),
-        _p("ci_nl", INT, 0, BIG, None, VOLUME_UNITS, doc="half-width of its confidence interval"),
-    ), "bench: correct the board's volume-to-motion factor from a measurement"),
+    # bench commands: their parameters are ``itb.calibration.PARAMS``, loaded on first
+    # use (``params``), so a pump in use never holds them (heap)
+    "calibration_run": ((SERVICE,), 1, None,
+                        "bench: strokes for a gravimetric calibration, UNPROGRAMMED only"),
+    "set_calibration": ((SERVICE,), 1, None,
+                        "bench: correct the board's volume-to-motion factor from a measurement"),
     "prepare": (ROLES, 0, (
         _p("command", STR, doc="two-phase command name"),
         _p("args", MAP, default={}, doc="that command's args"),
@@ -169,7 +165,12 @@ def is_two_phase(name):
 def params(name):
     """Parameter specs of ``name`` (tuple of dicts: name, kind, lo, hi, default,
     units, choices, step, doc)."""
-    return spec(name)[2]
+    p = spec(name)[2]
+    if p is None:  # a bench command's: loaded on first use
+        from itb.calibration import PARAMS
+
+        p = PARAMS[name]
+    return p
 
 
 def shown(value, limit=60):

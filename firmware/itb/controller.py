@@ -166,7 +166,9 @@ class Controller:
         self.session_until = -1
         self.prepared = None  # [hash, name, args, t, role]
         self.prepare_seq = 0
-        self.calibration = [0, 0]  # strokes of the measurement under way: [ok, not ok]
+        # the bench measurement under way (itb/calibration.py): [strokes ok, strokes not
+        # ok, its id: the number of the stroke it began with, 0 for none]
+        self.calibration = [0, 0, 0]
         self.seen = {}
         self.seen_order = []
         self.id_floor = 0  # ids at or below this and not remembered are refused
@@ -557,7 +559,7 @@ class Controller:
         self.last_now = now
         vol = self.pending[2]
         if self.pending[1] == "calibration":
-            self.calibration[0 if outcome == "ok" else 1] += 1
+            self.calibration[0 if outcome == "ok" else 1] += 1  # itb/calibration.py
         self.pending = None
         if not self.projecting:
             self.store.append({"k": "done", "t": now, "n": n, "res": outcome})
@@ -690,7 +692,7 @@ class Controller:
         start = self.last_now
         self.prepared = None
         self.session_until = -1
-        self.calibration = [0, 0]  # a reset ends a measurement: weigh a new run
+        self.calibration = [0, 0, 0]  # a reset ends a measurement: weigh a new run
         if self.pending is not None:
             self.complete(self.pending[0], "unknown", start)
         lower = now - start
@@ -1244,6 +1246,9 @@ class Controller:
         trial._apply_program(args, now)
         trial._check_stroke_fits()
         effect = self._basal_effect(trial, now)
+        for o in self.overlays:
+            if o.source == "calibration":  # bench strokes never run into a therapy
+                effect["calibration_cancelled"] = o.remaining
         if apply:
             self._apply_program(args, now)
             self._reservoir_alarms(now)
@@ -1253,6 +1258,10 @@ class Controller:
         keys = ("origin", "cap_24h_ng", "cap_1h_ng", "patient_bolus_ng", "patient_lockout_ms",
                 "patient_max_per_24h", "screening_dose_ng", "start_rule")
         self.rx = dict((k, args[k]) for k in keys)
+        # a calibration run still going is cancelled (found by the attacker: its strokes
+        # went on, on top of basal, for days), and its measurement ended
+        self.overlays = [o for o in self.overlays if o.source != "calibration"]
+        self.calibration = [0, 0, 0]
         if self.state == SAFE:
             self._alarm("SAFE_STATE", 0, now)
         self.state = RUNNING
@@ -1578,6 +1587,7 @@ class Controller:
         return {"effect": effect}
 
     def _apply_refill(self, args, now):
+        self.calibration = [0, 0, 0]  # a new fill: a bench measurement begins again
         old = self.res.concentration
         disc, flagged, discarded = self.res.refill(args["aspirated_nl"], args["volume_nl"],
                                                    args["concentration_ug_per_ml"], args["partial"])
@@ -1682,7 +1692,7 @@ class Controller:
             "fault": self.fault, "alarms": self.alarms.listing(), "strokes": self.stroke_seq,
             "min_rate_nl_per_day": self.min_rate_nl if self.state == MIN_RATE else 0,
             "next_wake": self.next_wake(),
-            "calibration": list(self.calibration),  # [ok, not ok] strokes measured
+            "calibration": list(self.calibration),  # [ok, not ok, measurement id]
             "stroke_nl": self.cfg.stroke_nl,
         }
 
