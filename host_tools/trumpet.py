@@ -106,6 +106,7 @@ WINDOWS_MIN = (1, 2, 5, 11, 19, 31)  # the IEC observation windows P (min)
 START_MIN = 60.0  # the analysis period starts with the second hour
 MIN_DURATION_MIN = 120.0  # the IEC test period: 2 h
 DAY_MIN = 1440.0
+SUSPECT_ERROR_PCT = 50.0  # a mean error beyond this is a set-up or unit mistake
 SVG_SALT = "itb"  # matplotlib svg.hashsalt: the same SVG bytes for the same result
 CSV_FIELDS = ("curve", "t_min", "window_min", "strokes", "flow_ml_per_h", "max_pct",
               "min_pct", "mean_pct", "count")
@@ -339,6 +340,12 @@ def summary_text(result):
             lines.append(f"  {win['strokes']:7d}  {win['window_min'] / 60:8g}"
                          f"  {_pct(win['max_pct'], 11)}  {_pct(win['min_pct'], 11)}"
                          f"  {win['count']:7d}")
+    if abs(tr["mean_error_pct"]) > SUSPECT_ERROR_PCT:
+        # found by the new-user trial: a rate in mL/h, or masses in mg under mass_g,
+        # gave errors of +97000 % without a word
+        lines.append(f"WARNING: a mean error of {_pct(tr['mean_error_pct'])} % is not a pump's:"
+                     " is the rate in uL/h (--rate-ul-per-h), and the mass column's unit right"
+                     " (mass_g or mass_mg)?")
     return "\n".join(lines)
 
 

@@ -557,3 +557,13 @@ def test_the_readme_s_sample_trumpet_run_is_what_its_commands_give(tmp_path):
                    "+18.62 % / -13.27 %", "+2.11 % / +2.04 %"):
         assert figure in readme
     assert (out / "trumpet.png").stat().st_size > 10_000
+
+
+def test_a_unit_mistake_is_pointed_out():
+    """Found by the new-user trial: the rate given in mL/h (0.01 for 10 uL/h) printed
+    +99900 % without a word."""
+    times = [i * 30.0 for i in range(241)]
+    masses = [10e-6 * t / 3600 * 0.998207 * 1000 for t in times]  # 10 uL/h, exact
+    assert "WARNING" not in tp.summary_text(tp.analyse(times, masses, 10.0))
+    text = tp.summary_text(tp.analyse(times, masses, 0.01))
+    assert "WARNING: a mean error of" in text and "--rate-ul-per-h" in text
