@@ -47,6 +47,7 @@ volume-to-motion factor (the Pico's ``steps_per_ml``).
 """
 
 import math
+import secrets
 import statistics
 import time
 
@@ -60,6 +61,7 @@ BOARD_MIN_STROKES = 10  # set_calibration's schema (ISO 8655-6 weighs 10)
 MIN_CONFIDENCE = 0.95  # a lower level would shrink the interval the board checks
 OUTLIER = (0.5, 1.5)  # a stroke outside these times the median is not a whole stroke
 EVAPORATION_WARN_PCT = 1.0  # a larger correction is shown as a warning
+MAX_MEASUREMENT_ID = 10**9  # the schema's ceiling (itb.commands.BIG)
 
 
 def _finite(values, what):
@@ -208,18 +210,26 @@ def check_board(st, strokes):
                        " stroke counts, SR-5): weigh fewer strokes, or wait")
 
 
+def new_measurement_id():
+    """A random measurement id (1..10^9): the board's measurement is named by the host,
+    so readings of another board or of an earlier store never match it."""
+    return secrets.randbelow(MAX_MEASUREMENT_ID) + 1
+
+
 def run_strokes(board, strokes, read_mass, record, *, settle_s=10.0, stroke_timeout_s=60.0,
-                say=print, sleep=time.sleep, clock=time.monotonic):
+                say=print, sleep=time.sleep, clock=time.monotonic, measurement=None):
     """Make ``strokes`` calibration strokes on ``board`` (``link.Board``, service
     key), one at a time, and weigh after each: ``read_mass(label, previous_g) ->
     grams`` is called before the first stroke (``previous_g`` None) and ``settle_s``
     after each stroke has completed; ``record(time_s, mass_g)`` gets every reading
     (time from the first). Each stroke is a two-phase ``calibration_run`` of one
-    stroke (the first starts a new measurement, the others add to it). Returns
-    ``(measurement, times_s, masses_g)``, ``measurement`` the board's id of it
-    (``set_calibration`` quotes it). RunError: ``check_board`` refuses, a stroke did
-    not end ``ok``, or the board did not make it within ``stroke_timeout_s``.
-    ``link.Refused`` / ``LinkError`` pass through."""
+    stroke under one new random ``measurement`` id (the first starts the measurement,
+    the others add to it). Returns ``(measurement, times_s, masses_g)``
+    (``set_calibration`` quotes the id). RunError: ``check_board`` refuses, the
+    board's measurement was ended under way (a reset, a refill), a stroke did not end
+    ``ok``, or the board did not make it within ``stroke_timeout_s`` after it was due
+    (the board's maximum rate may delay it: ``next_wake``). ``link.Refused`` /
+    ``LinkError`` pass through."""
     check_board(board.status(), strokes)
     times, masses = [], []
     t0 = clock()
@@ -231,11 +241,17 @@ def run_strokes(board, strokes, read_mass, record, *, settle_s=10.0, stroke_time
         record(times[-1], grams)
 
     weigh("before the first stroke")
-    measurement = None
+    measurement = measurement or new_measurement_id()
     for i in range(1, strokes + 1):
-        res = board.change("calibration_run", {"strokes": 1, "add": 0 if i == 1 else 1})
-        measurement = res["effect"]["measurement"]
-        end = clock() + stroke_timeout_s
+        if i > 1 and board.status()["calibration"] != [i - 1, 0, measurement]:
+            raise RunError("the board's measurement ended under way (a reset, a refill or a"
+                           " program): weigh a new run")
+        board.change("calibration_run", {"strokes": 1, "measurement": measurement})
+        st = board.status()
+        due_s = max(0, st["next_wake"] - st["t"]) / 1000 if st["next_wake"] >= 0 else 0
+        if due_s > 5:
+            say(f"stroke {i} is due in {due_s:.0f} s (the board's maximum rate)")
+        end = clock() + due_s + stroke_timeout_s
         while True:
             ok, bad, _mid = board.status()["calibration"]
             if bad:

@@ -190,6 +190,11 @@ _EFFECT_WORDS = {
     "measured_nl": lambda v: f"measured stroke {v / 1000:.4f} uL",
     "stroke_nl": lambda v: f"nominal stroke {v / 1000:.4f} uL",
     "ci_nl": lambda v: f"confidence half-width {v / 1000:.4f} uL",
+    "calibration_cancelled": lambda v: f"cancels the calibration run ({v} strokes not made)",
+    "measured_strokes": lambda v: f"adds to a measurement of {v} strokes" if v else
+    "starts a new measurement",
+    "measurement": lambda v: f"measurement id {v}",
+    "calibration_strokes": lambda v: f"{v} calibration stroke(s)",
     "error_ppm": lambda v: f"the strokes delivered {abs(v) / 1e4:.2f} %"
     f" {'less' if v < 0 else 'more'} than nominal: the board's motion per stroke changes by"
     f" {100 * (1e6 / (1e6 + v) - 1):+.2f} %",
@@ -564,12 +569,18 @@ def cmd_calibrate(s):
         if ns.blank:
             evaporation = gr.evaporation_from_blank(*gr.read_readings(ns.blank))
         gr.water_density(ns.temperature_c)  # a bad temperature stops before any stroke
-        measurement = _measurement_of(ns) if ns.readings and writes else None
+        measurement, facts = _measurement_of(ns) if ns.readings and writes else (None, None)
         readings = gr.read_readings(ns.readings) if ns.readings else None
     except gr.GravimetryError as e:
         raise UsageError(str(e)) from None
     board = s.connect() if ns.port else None
     stroke_nl = board.status()["stroke_nl"] if board is not None else ns.stroke_nl
+    if board is not None and facts and (facts.get("device"), facts.get("stroke_nl")) != (
+            board.info.get("dev"), stroke_nl):
+        # found by the attacker (round 2): another board's readings corrected this one
+        raise UsageError(f"the readings are of board {facts.get('device')} with a"
+                         f" {facts.get('stroke_nl')} nL stroke; this is board"
+                         f" {board.info.get('dev')} with {stroke_nl} nL: nothing was sent")
     out = None
     try:
         if readings is None:
@@ -621,15 +632,16 @@ def _measurement_of(ns):
     from host_tools import gravimetry as gr
 
     if ns.measurement is not None:
-        return ns.measurement
+        return ns.measurement, None
     side = Path(ns.readings).with_suffix(".json")
     try:
-        return int(json.loads(side.read_text())["measurement"])
+        facts = json.loads(side.read_text())
+        return int(facts["measurement"]), facts
     except (OSError, ValueError, KeyError, TypeError):
         raise gr.GravimetryError(
             f"{side}: no measurement id for {ns.readings} (itbctl calibrate writes it beside"
-            " the readings): give --measurement N, the id of the board's run (status"
-            " calibration: [ok, not ok, id])") from None
+            " the readings): give --measurement ID, the id of the run these readings were"
+            " taken from") from None
 
 
 def _weigh_run(s, board, stroke_nl, out):
@@ -642,7 +654,8 @@ def _weigh_run(s, board, stroke_nl, out):
     cal.check_board(board.status(), ns.strokes)  # before anything is asked or weighed
     s.say(f"{ns.strokes} calibration strokes of {stroke_nl / 1000:.3f} uL"
           f" ({ns.strokes * stroke_nl / 1000:.1f} uL in all), one every {ns.settle_s + 1:g} s"
-          f" or so: about {ns.strokes * (ns.settle_s + 1) / 60:.1f} min; readings to {out}")
+          f" or so (or as the board's maximum rate allows): about"
+          f" {ns.strokes * (ns.settle_s + 1) / 60:.1f} min; readings to {out}")
     if not ns.yes and sys.stdin.isatty():
         try:
             answer = input("Start the run? [y/N] ").strip().lower()
@@ -698,6 +711,8 @@ def _typed_mass(label, previous, stroke_g):
             text = input(f"balance reading {label} (g, or a number with mg): ").strip().lower()
         except (EOFError, KeyboardInterrupt):
             raise cal.RunError(f"stopped at the reading {label}: nothing written") from None
+        keep = text.startswith("!")  # as typed, however far from a stroke
+        text = text.removeprefix("!").strip()
         try:
             grams = float(text[:-2]) / 1000 if text.endswith("mg") else float(
                 text.removesuffix("g"))
@@ -706,7 +721,7 @@ def _typed_mass(label, previous, stroke_g):
         if not math.isfinite(grams):
             print(f"not a mass: {text!r} (e.g. 12.34567 or 12345.67mg)", file=sys.stderr)
             continue
-        if previous is None or text.startswith("!"):
+        if previous is None or keep:
             return grams
         rise = grams - previous
         lo, hi = cal.OUTLIER

@@ -38,9 +38,9 @@ def _filled():
     return b
 
 
-def _run(b, strokes=10, add=0, t=None, interval_ms=1000):
+def _run(b, strokes=10, measurement=7, t=None, interval_ms=1000):
     res = b.confirm("calibration_run", {"strokes": strokes, "interval_ms": interval_ms,
-                                        "add": add}, t, role="service")
+                                        "measurement": measurement}, t, role="service")
     assert res["ok"], res
     b.advance(b.t + strokes * interval_ms)
     return res
@@ -75,7 +75,8 @@ def test_a_calibration_run_makes_its_strokes_as_normal_strokes():
     its mass counted for the caps (SR-4: 10 strokes x 1 ug), taken from the reservoir,
     spaced by the interval asked; two-phase (SR-15) and the measurement counted."""
     b = _filled()
-    p = b.prepare("calibration_run", {"strokes": 10, "interval_ms": 5 * SEC}, role="service")
+    p = b.prepare("calibration_run", {"strokes": 10, "interval_ms": 5 * SEC,
+                                      "measurement": 7}, role="service")
     assert p["ok"] and p["effect"]["calibration_nl"] == 10 * 2000
     assert p["effect"]["duration_ms"] == 9 * 5 * SEC and p["effect"]["mass_24h_ng"] == 10_000
     assert b.send("confirm", {"hash": p["hash"]}, role="service")["ok"]
@@ -84,7 +85,7 @@ def test_a_calibration_run_makes_its_strokes_as_normal_strokes():
     assert times == [i * 5 * SEC for i in range(10)]
     assert b.status()["window_ng"] == [10_000, 10_000]
     assert b.status()["reservoir_nl"] == 1 * ML - 10 * 2000
-    assert b.status()["calibration"] == [10, 0, 1]  # the first stroke's number: 1
+    assert b.status()["calibration"] == [10, 0, 7]
     kinds = [json.loads(line)["k"] for line in b.lines]
     first = kinds.index("stroke")
     assert kinds[first + 1] == "outcome"  # the intent is traced before the outcome
@@ -95,12 +96,12 @@ def test_a_calibration_run_makes_its_strokes_as_normal_strokes():
     ("programmed", "WRONG_STATE"), ("clinician", "WRONG_ROLE"), ("no_fill", "NO_DRUG"),
     ("too_many_for_the_fill", "NO_DRUG"), ("closer_than_the_maximum_rate", "OUT_OF_RANGE"),
     ("run_under_way", "CALIBRATION_RUNNING"), ("single_phase", "NEEDS_CONFIRM"),
-    ("add_without_a_measurement", "NO_MEASUREMENT")])
+    ("priming", "BOLUS_ACTIVE")])
 def test_a_calibration_run_is_refused_and_changes_nothing(case, reason):
     """SR-14: a refused run changes no therapy state (nor the measurement) and writes
     one audit record. A programmed pump treats a patient: no bench strokes."""
     b = Bench() if case == "no_fill" else _filled()
-    args = {"strokes": 10, "interval_ms": 1000}
+    args = {"strokes": 10, "interval_ms": 1000, "measurement": 7}
     role = "service"
     if case == "programmed":
         assert b.confirm("program", {"daily_dose_ng": 100_000, "origin": "spinal"})["ok"]
@@ -114,10 +115,14 @@ def test_a_calibration_run_is_refused_and_changes_nothing(case, reason):
         b.confirm("refill", FILL)
         b.confirm("prime", {"contents": "drug"})
     elif case == "run_under_way":
-        b.confirm("calibration_run", {"strokes": 5, "interval_ms": 60 * SEC}, role="service")
+        b.confirm("calibration_run", {"strokes": 5, "interval_ms": 60 * SEC,
+                                      "measurement": 7}, role="service")
         b.advance(b.t + 1)
-    elif case == "add_without_a_measurement":
-        args["add"] = 1
+    elif case == "priming":
+        b = Bench({"prime_rate_nl_per_min": 1000})  # a stroke every 2 min
+        b.confirm("refill", FILL)
+        b.confirm("prime", {"contents": "saline"})
+        b.advance(b.t + 1)
     before = list(b.status()["calibration"])
     if case == "single_phase":
         res = b.assert_refused(reason, lambda: b.send("calibration_run", args, role=role))
@@ -143,7 +148,7 @@ def test_a_confirmed_calibration_goes_to_the_board_logged_once():
     res = _set(b, 1900, 20)
     assert res["ok"], res
     assert res["effect"] == {"stroke_nl": 2000, "measured_nl": 1900, "ci_nl": 20,
-                             "strokes": 10, "measurement": 1, "error_ppm": -50_000}
+                             "strokes": 10, "measurement": 7, "error_ppm": -50_000}
     assert board.calibrations == [(2000, 1900)]
     recs = [json.loads(line) for line in b.lines]
     cal_recs = [r for r in recs if r["k"] == "calibration"]
@@ -172,9 +177,9 @@ def test_a_calibration_outside_the_limits_is_refused_and_changes_nothing(measure
     b.r.board = board
     _run(b)
     b.assert_refused(reason, lambda: b.prepare("set_calibration", {
-        "measurement": 1, "strokes": strokes, "measured_nl": measured, "ci_nl": ci},
+        "measurement": 7, "strokes": strokes, "measured_nl": measured, "ci_nl": ci},
         role="service"))
-    assert board.calibrations == [] and b.status()["calibration"] == [10, 0, 1]
+    assert board.calibrations == [] and b.status()["calibration"] == [10, 0, 7]
 
 
 @pytest.mark.sr("SR-14")
@@ -194,37 +199,41 @@ def test_a_measurement_with_a_failed_stroke_is_refused(outcome):
     b = _filled()
     b.board.queue = ["ok", outcome]
     _run(b)
-    assert b.status()["calibration"] == [9, 1, 1]
+    assert b.status()["calibration"] == [9, 1, 7]
     assert _set(b, 2000, 10)["reason"] == "NO_MEASUREMENT"
-    _run(b, t=b.t)
+    _run(b, measurement=8, t=b.t)
     assert _set(b, 2000, 10)["ok"]
 
 
 @pytest.mark.sr("SR-26")
 def test_runs_of_one_stroke_add_up_and_a_reset_ends_the_measurement():
-    """``add=1`` adds to the measurement under way (the guided run weighs after each
-    stroke); a reset (power cut) ends it: weigh again."""
+    """A run with the measurement's id adds to it (the guided run weighs after each
+    stroke); a reset (power cut) ends it: the same id then starts a new one, which the
+    host sees (its count went back), and the readings so far cannot be written."""
     b = _filled()
-    for i in range(10):
-        _run(b, strokes=1, add=0 if i == 0 else 1, t=b.t)
-    assert b.status()["calibration"] == [10, 0, 1]
+    for _ in range(10):
+        _run(b, strokes=1, t=b.t)
+    assert b.status()["calibration"] == [10, 0, 7]
     b.power_cut(b.t + 1)
     b.power_on(b.t + 2, 1000)
     assert b.status()["calibration"] == [0, 0, 0]
-    assert _set(b, 2000, 10, measurement=1)["reason"] == "NO_MEASUREMENT"
+    assert _set(b, 2000, 10, measurement=7)["reason"] == "NO_MEASUREMENT"
+    _run(b, strokes=1, t=b.t)
+    assert b.status()["calibration"] == [1, 0, 7]
 
 
 @pytest.mark.sr("SR-14")
 def test_set_calibration_is_refused_while_the_run_goes_on_and_when_programmed():
     b = _filled()
-    b.confirm("calibration_run", {"strokes": 10, "interval_ms": 60 * SEC}, role="service")
+    b.confirm("calibration_run", {"strokes": 10, "interval_ms": 60 * SEC, "measurement": 7},
+              role="service")
     b.advance(b.t + 1)
     b.assert_refused("CALIBRATION_RUNNING", lambda: b.prepare("set_calibration", {
-        "measurement": 1, "strokes": 10, "measured_nl": 2000, "ci_nl": 10}, role="service"))
+        "measurement": 7, "strokes": 10, "measured_nl": 2000, "ci_nl": 10}, role="service"))
     p = _filled()
     p.confirm("program", {"daily_dose_ng": 100_000, "origin": "spinal"})
     p.assert_refused("WRONG_STATE", lambda: p.prepare("set_calibration", {
-        "measurement": 1, "strokes": 10, "measured_nl": 2000, "ci_nl": 10}, role="service"))
+        "measurement": 7, "strokes": 10, "measured_nl": 2000, "ci_nl": 10}, role="service"))
 
 
 @pytest.mark.sr("SR-25")
@@ -558,14 +567,14 @@ def test_readings_of_an_earlier_run_cannot_correct_the_board_again():
     was applied twice. A correction quotes its measurement's id; a new run, a refill
     or a correction ends the measurement."""
     b = _filled()
-    first = _run(b)["effect"]["measurement"]
+    first = _run(b, measurement=11)["effect"]["measurement"]
+    assert first == 11
     assert _set(b, 1900, 20, measurement=first)["ok"]
-    second = _run(b, t=b.t)["effect"]["measurement"]
-    assert second > first
+    second = _run(b, measurement=12, t=b.t)["effect"]["measurement"]
     b.assert_refused("NO_MEASUREMENT", lambda: b.prepare("set_calibration", {
         "measurement": first, "strokes": 10, "measured_nl": 1900, "ci_nl": 20},
         role="service"))
-    third = _run(b, t=b.t)["effect"]["measurement"]  # a third run: the second is over
+    third = _run(b, measurement=13, t=b.t)["effect"]["measurement"]  # the second is over
     assert _set(b, 2000, 10, measurement=second)["reason"] == "NO_MEASUREMENT"
     b.confirm("refill", FILL)  # a new fill ends the measurement
     assert _set(b, 2000, 10, measurement=third)["reason"] == "NO_MEASUREMENT"
@@ -577,7 +586,8 @@ def test_a_program_cancels_a_calibration_run():
     basal, for days. The program's effect says it cancels the run; no calibration
     stroke follows it."""
     b = _filled()
-    b.confirm("calibration_run", {"strokes": 100, "interval_ms": 3_600_000}, role="service")
+    b.confirm("calibration_run", {"strokes": 100, "interval_ms": 3_600_000, "measurement": 7},
+              role="service")
     b.advance(b.t + 1)
     p = b.prepare("program", {"daily_dose_ng": 100_000, "origin": "spinal"})
     assert p["effect"]["calibration_cancelled"] == 99
@@ -592,7 +602,8 @@ def test_a_run_of_one_stroke_has_no_interval_to_check():
     whose maximum rate allows a stroke only every 2 min refused every one of them."""
     b = Bench({"max_rate_nl_per_min": 1000})
     b.confirm("refill", FILL)
-    res = b.confirm("calibration_run", {"strokes": 1, "interval_ms": 1000}, role="service")
+    res = b.confirm("calibration_run", {"strokes": 1, "interval_ms": 1000, "measurement": 7},
+                    role="service")
     assert res["ok"], res
 
 
@@ -617,7 +628,14 @@ def test_itbctl_calibrate_readings_need_their_measurement_and_typos_are_asked_ag
     hand.write_text(out.read_text())
     assert itbctl.main(base + ["--yes", "calibrate", "--readings", str(hand)]) == \
         itbctl.EXIT_USAGE
-    assert "give --measurement N" in capsys.readouterr().err
+    assert "give --measurement ID" in capsys.readouterr().err
+    # found by the attacker (round 2): another board's readings corrected this one
+    other = tmp_path / "other.csv"
+    other.write_text(out.read_text())
+    other.with_suffix(".json").write_text(json.dumps({**side, "device": "0123456789abcdef"}))
+    assert itbctl.main(base + ["--yes", "calibrate", "--readings", str(other)]) == \
+        itbctl.EXIT_USAGE
+    assert "the readings are of board 0123456789abcdef" in capsys.readouterr().err
     assert itbctl.main(base + ["--yes", "calibrate", "--readings", str(hand), "--measurement",
                                str(side["measurement"])]) == 0
     capsys.readouterr()
@@ -640,7 +658,7 @@ def test_itbctl_calibrate_checks_the_caps_before_the_first_reading(virtual_board
         b.keys = link.load_keys(tmp_path / "keys.json")[1]
         b.hello()
         b.call("test_clock", {"mode": "stepped"}, role="service")
-        b.change("calibration_run", {"strokes": 95, "interval_ms": 1000})
+        b.change("calibration_run", {"strokes": 95, "interval_ms": 1000, "measurement": 5})
         b.call("test_clock", {"mode": "stepped", "advance_ms": 100_000}, role="service")
         assert b.status()["window_ng"][0] == 95_000
     capsys.readouterr()
@@ -685,3 +703,170 @@ def test_the_virtual_board_keeps_its_motion_within_25_percent(tmp_path):
     vb.calibrate(2000, 1700)  # 1.384: refused
     assert vb.motion_ppm == round(1e6 * 2000 / 1700) and "25 %" in vb.calibration["error"]
     assert VirtualBoard(str(tmp_path / "vb")).motion_ppm == vb.motion_ppm  # kept on "flash"
+
+
+def test_a_typed_reading_far_from_a_stroke_is_kept_with_a_bang(monkeypatch, capsys):
+    """Found by the attacker (round 2): the prompt offered ``!20.0035`` to keep a
+    reading, and then refused it as not a mass."""
+    answers = iter(["20.0035", "!20.0035"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    assert itbctl._typed_mass("after stroke 1", 20.0, 0.002) == pytest.approx(20.0035)
+    assert "or !20.0035 to keep it" in capsys.readouterr().err
+
+
+@pytest.mark.sr("SR-25", "SR-26")
+def test_recovery_from_the_older_checkpoint_replays_a_measurement_alike():
+    """Found by the attacker (round 2): the measurement was volatile, so recovery from
+    the older checkpoint (the newest one unreadable) replayed a run that added to it as
+    refused: 50 strokes' mass and volume were missing and their numbers reused. It is
+    kept in checkpoints now; the recovered controller equals the one that lost power
+    (its reset then ends the measurement)."""
+    from itb import store as st
+    from itb.fs import MemoryFS
+
+    class Board:
+        def stroke(self, n, nl, now):
+            return "ok"
+
+    fs = MemoryFS()
+    runner, _ = st.boot(fs, Board())
+    ids = iter(range(1, 100))
+
+    def change(name, args, t, role="service"):
+        p = runner.command({"name": "prepare", "id": next(ids), "role": role,
+                            "args": {"command": name, "args": args}}, t)
+        assert p["ok"], p
+        res = runner.command({"name": "confirm", "id": next(ids), "role": role,
+                              "args": {"hash": p["hash"]}}, t)
+        assert res["ok"], res
+
+    t = 1000
+    change("refill", FILL, t, "clinician")
+    change("prime", {"contents": "drug"}, t, "clinician")
+    change("calibration_run", {"strokes": 10, "interval_ms": 1000, "measurement": 7}, t)
+    t += 15000
+    runner.advance(t)
+    change("calibration_run", {"strokes": 50, "interval_ms": 1000, "measurement": 7}, t)
+    t += 60000
+    runner.advance(t)
+    live = runner.ctrl
+    assert live.calibration == [60, 0, 7]
+    expected = (live.stroke_seq, live.window.sums(t), live.res.remaining_nl())
+    slots = st.Store(fs).slots()
+    f = fs.open(slots[0][2], "wb")
+    f.write(b"x\n")
+    f.close()
+    runner.journal.close()
+    r2, info = st.Store(fs).recover(Board(), clock=(t + 1000, 1000))
+    c = r2.ctrl
+    assert (c.stroke_seq, c.window.sums(t), c.res.remaining_nl()) == expected
+    assert not any(a[0] == "PRESCRIPTION_ROLLBACK" for a in c.alarms.listing())
+    assert c.calibration == [0, 0, 0]  # the reset ended it
+
+
+def test_checkpoints_keep_the_measurement_and_older_ones_load():
+    from itb import snapshot
+    from itb.controller import Controller
+
+    ctrl = Controller()
+    ctrl.calibration = [3, 1, 99]
+    items = snapshot.save(ctrl)
+    assert snapshot.load(items).calibration == [3, 1, 99]
+    older = [i for i in items if i[0] != "calibration"]  # a checkpoint of the last release
+    assert snapshot.load(older).calibration == [0, 0, 0]
+    for bad in ([1, 2], "x", [1, 2, "3"]):
+        with pytest.raises(ValueError, match="calibration"):
+            snapshot.load([i if i[0] != "calibration" else ["calibration", bad] for i in items])
+
+
+def test_a_board_calibrate_that_raises_is_never_applied_again():
+    """Found by the attacker (round 2): a calibrate that raised (a full disk) stayed
+    queued, and the next command of any kind applied it again."""
+    b = _filled()
+    calls = []
+
+    class Failing(_CalBoard):
+        def calibrate(self, stroke_nl, measured_nl):
+            calls.append(measured_nl)
+            raise OSError(28, "no space left")
+
+    b.r.board = Failing(b.board)
+    _run(b)
+    with pytest.raises(OSError):
+        _set(b, 1900, 20)
+    assert b.send("acknowledge", {"code": "all"})["ok"]
+    assert calls == [1900]
+
+
+@pytest.mark.sr("SR-14")
+def test_a_patient_s_bench_command_on_a_pump_in_use_loads_nothing(monkeypatch):
+    """Found by the attacker (round 2): the parameters were loaded (6 KB on the board)
+    before the role was checked. Role and state come first for bench commands."""
+    import sys as _sys
+
+    b = _filled()
+    b.confirm("program", {"daily_dose_ng": 100_000, "origin": "spinal"})
+    monkeypatch.delitem(_sys.modules, "itb.calibration", raising=False)
+    res = b.send("calibration_run", {"strokes": 1, "measurement": 7}, role="patient")
+    assert res["reason"] == "WRONG_ROLE"
+    res = b.prepare("calibration_run", {"strokes": 1, "measurement": 7}, role="service")
+    assert res["reason"] == "WRONG_STATE"
+    assert "itb.calibration" not in _sys.modules
+
+
+class _LinkLike:
+    """``run_strokes``'s view of a board (``status``, ``change``) over a Bench, whose
+    therapy clock is the run's clock: ``sleep`` lets the pump's time pass."""
+
+    def __init__(self, bench):
+        self.b = bench
+        self.info = {"dev": "bench"}
+
+    def status(self):
+        return self.b.status()
+
+    def change(self, name, args):
+        res = self.b.confirm(name, args, role="service")
+        assert res["ok"], res
+        return res
+
+    def sleep(self, s):
+        self.b.advance(self.b.t + int(s * 1000))
+
+    def clock(self):
+        return self.b.t / 1000
+
+
+def test_a_slow_board_s_strokes_are_waited_for():
+    """Found by the attacker (round 2): with a stroke allowed every 2 min (the maximum
+    rate), the guided run gave up after 60 s. It waits until the stroke is due."""
+    b = Bench({"max_rate_nl_per_min": 1000})
+    b.confirm("refill", FILL)
+    b.confirm("prime", {"contents": "drug"})
+    board = _LinkLike(b)
+    said = []
+    masses = iter(_stroke_masses(10, 2.0))
+    mid, times, got = cal.run_strokes(board, 10, lambda label, prev: next(masses),
+                                      lambda t, g: None, settle_s=1, say=said.append,
+                                      sleep=board.sleep, clock=board.clock)
+    assert len(got) == 11 and b.status()["calibration"] == [10, 0, mid]
+    assert any("due in" in line for line in said)
+    assert [t for t, src in b.strokes if src == "calibration"][1] >= 120 * SEC
+
+
+def test_a_run_whose_measurement_ended_under_way_stops():
+    """A reset between two strokes ends the board's measurement: the next stroke would
+    start a new one under the same id, so the run stops instead."""
+    b = _filled()
+    board = _LinkLike(b)
+    masses = iter(_stroke_masses(10, 2.0))
+
+    def read(label, prev):
+        if label == "after stroke 3":
+            b.power_cut(b.t + 1)
+            b.power_on(b.t + 2, 1000)
+        return next(masses)
+
+    with pytest.raises(cal.RunError, match="measurement ended under way"):
+        cal.run_strokes(board, 10, read, lambda t, g: None, settle_s=1, say=lambda x: None,
+                        sleep=board.sleep, clock=board.clock)

@@ -538,8 +538,9 @@ class Pico:
         self.dir = p(pins.DIR, p.OUT, value=0)
         self.heartbeat = p(pins.HEARTBEAT, p.OUT, value=0)
         self.empty = self._input(pins.EMPTY_SWITCH, pins.EMPTY_SWITCH_PULL)
-        self.settings = {} if settings is None else settings  # board.json as read at boot
-        self.cfg, self.settings_error = check_settings(self.settings)
+        self.cfg, self.settings_error = check_settings({} if settings is None else settings)
+        # board.json as read at boot (calibrate starts from it)
+        self.settings = settings if type(settings) is dict else {}
         self.DEV = bool(self.cfg["dev"])
         self.wdt = None
         self._boot_feed = None
@@ -827,6 +828,7 @@ class Pico:
                 "calibration": self.calibration,
                 "held": [b[0] for b in self.buttons if b[3]],  # a stuck button shows here
                 "settings": {"steps_per_ml": self.cfg["steps_per_ml"],
+                             "steps_per_ml_set": self.settings.get("steps_per_ml_set"),
                              "min_rise": self.cfg["min_rise"],
                              "occlusion_rise": self.cfg["occlusion_rise"], "dev": self.cfg["dev"]}}
 

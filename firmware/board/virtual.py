@@ -156,8 +156,13 @@ class VirtualBoard:
             self.calibration["error"] = "more than 25 % from the motion set by hand"
             self.calibration["motion_ppm"] = was
             return
+        try:
+            _write(self.state + "/calibration", b"%d\n" % new)
+        except OSError as e:
+            self.calibration["error"] = "not written: %s" % e
+            self.calibration["motion_ppm"] = was
+            return
         self.motion_ppm = new
-        _write(self.state + "/calibration", b"%d\n" % new)
 
     def status(self):
         """Board figures for ``status``: the simulated motion and the last calibration."""

@@ -5,13 +5,15 @@ and ``set_calibration`` (service role, two-phase, UNPROGRAMMED only; ``ACCEPTS``
 - ``run``: strokes into a weighed vessel (``itbctl calibrate``). Each is a normal
   stroke: caps checked at acceptance and at each stroke (SR-5, SR-6), its intent
   durable before the motor moves (SR-26), its mass counted for the caps (SR-4), its
-  volume taken from the reservoir (SR-19). A run starts a new measurement (``add=1``
-  adds to the one under way instead), whose id
-  (the number its first stroke will have) is in the effect; the controller counts the
-  measurement's strokes that ended ``ok`` and those that did not
-  (``Controller.calibration``: ``[ok, not ok, id]``, volatile: a reset ends a
-  measurement, and so do a refill and a program, which also cancels the run). The
-  interval applies between strokes: a run of one stroke has none.
+  volume taken from the reservoir (SR-19). A run names its measurement with an id the
+  host chooses at random (found by the attacker, round 2: ids counted on the board
+  were the same on every new store and every board, so another board's readings
+  corrected this one): a new id starts a measurement, the id under way adds to it.
+  The controller counts the measurement's strokes that ended ``ok`` and those that
+  did not (``Controller.calibration``: ``[ok, not ok, id]``, kept in checkpoints so
+  a recovery replays the commands after one alike; a reset ends a measurement, and
+  so do a refill and a program, which also cancels the run). The interval applies
+  between strokes: a run of one stroke has none.
 - ``correct``: the measured mean stroke (nL) and the half-width of its confidence
   interval. It must be of the strokes this board just made: the measurement's id
   quoted (found by the attacker: readings of an earlier run passed once any run of
@@ -41,10 +43,11 @@ PARAMS = {
     "calibration_run": (
         _p("strokes", INT, 1, 100, doc="strokes to make into the weighed vessel"),
         _p("interval_ms", INT, 1000, HOUR_MS, 20000, TIME_UNITS, doc="time between strokes"),
-        _p("add", INT, 0, 1, 0, doc="1: add to the measurement under way (0: a new one)"),
+        _p("measurement", INT, 1, BIG, doc="the host's random id: a new one starts a"
+           " measurement, the one under way adds to it"),
     ),
     "set_calibration": (
-        _p("measurement", INT, 1, BIG, doc="the measurement's id (calibration_run's effect)"),
+        _p("measurement", INT, 1, BIG, doc="the id of the measurement weighed"),
         _p("strokes", INT, 10, 1000, doc="strokes weighed: every stroke of the measurement"),
         _p("measured_nl", INT, 1, BIG, None, VOLUME_UNITS, doc="mean volume of one stroke"),
         _p("ci_nl", INT, 0, BIG, None, VOLUME_UNITS, doc="half-width of its confidence interval"),
@@ -65,10 +68,7 @@ def run(ctrl, args, now, apply):
     res = ctrl.res
     n = args["strokes"]
     interval = args["interval_ms"]
-    if ctrl.overlays:
-        if ctrl.overlays[0].source == "calibration":
-            raise Refusal("CALIBRATION_RUNNING", "the calibration run has not ended")
-        raise Refusal("BOLUS_ACTIVE", "priming is in progress")
+    _check_idle(ctrl)
     if n > 1 and interval < cfg.min_stroke_interval_ms:
         raise Refusal("OUT_OF_RANGE", "strokes closer than the maximum rate allows (SR-2)",
                       cfg.min_stroke_interval_ms, unit="ms")
@@ -83,17 +83,22 @@ def run(ctrl, args, now, apply):
     effect["calibration_strokes"] = n
     effect["calibration_nl"] = n * cfg.stroke_nl
     effect["duration_ms"] = (n - 1) * interval
-    add = args["add"]
-    if add and not ctrl.calibration[2]:
-        raise Refusal("NO_MEASUREMENT", "no measurement under way to add to (a run without"
-                      " add starts one)")
+    mid = args["measurement"]
+    add = mid == ctrl.calibration[2]
     effect["measured_strokes"] = ctrl.calibration[0] if add else 0
-    effect["measurement"] = ctrl.calibration[2] if add else ctrl.stroke_seq + 1
+    effect["measurement"] = mid
     if apply:
         ctrl.overlays.append(Overlay("calibration", now, n, interval))
         if not add:
-            ctrl.calibration = [0, 0, effect["measurement"]]
+            ctrl.calibration = [0, 0, mid]
     return {"effect": effect}
+
+
+def _check_idle(ctrl):
+    if ctrl.overlays:
+        if ctrl.overlays[0].source == "calibration":
+            raise Refusal("CALIBRATION_RUNNING", "the calibration run has not ended")
+        raise Refusal("BOLUS_ACTIVE", "priming is in progress")
 
 
 def correct(ctrl, args, now, apply):
@@ -101,8 +106,7 @@ def correct(ctrl, args, now, apply):
     n = args["strokes"]
     measured = args["measured_nl"]
     ok, bad, mid = ctrl.calibration
-    if ctrl.overlays:
-        raise Refusal("CALIBRATION_RUNNING", "the calibration run has not ended")
+    _check_idle(ctrl)
     if args["measurement"] != mid:
         raise Refusal("NO_MEASUREMENT", "the readings are of measurement %d; the board's is %s"
                       " (a new run, a refill, a reset or a correction since): weigh a new run"

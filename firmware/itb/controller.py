@@ -692,9 +692,9 @@ class Controller:
         start = self.last_now
         self.prepared = None
         self.session_until = -1
-        self.calibration = [0, 0, 0]  # a reset ends a measurement: weigh a new run
         if self.pending is not None:
             self.complete(self.pending[0], "unknown", start)
+        self.calibration = [0, 0, 0]  # a reset ends a measurement: weigh a new run
         lower = now - start
         upper = outage_upper_ms
         gap = self._fault_gap_ms()
@@ -883,6 +883,7 @@ class Controller:
             events = []
             self._update(now, events)
             self._pending_events.extend(events)
+            self._gate(name, role)
             args = self._validate(name, command.get("args", {}))
             if role not in cmds.roles(name):
                 raise Refusal("WRONG_ROLE", "%s may not send %s" % (role, name))
@@ -921,6 +922,17 @@ class Controller:
                "name": name if type(name) is str and name in cmds.COMMANDS else "?"}
         self._audit(now, res["id"], res["name"], res)
         return res
+
+    def _gate(self, name, role):
+        # a bench command's parameters load on first use (itb.calibration): its role
+        # and state are checked before them, so a pump in use never loads them (found
+        # by the attacker: a patient's calibration_run on a RUNNING pump loaded 6 KB)
+        if cmds.spec(name)[2] is None:
+            if role not in cmds.roles(name):
+                raise Refusal("WRONG_ROLE", "%s may not send %s" % (role, name))
+            if self.state not in ACCEPTS[name]:
+                raise Refusal("WRONG_STATE", "%s is not accepted in state %s"
+                              % (name, self.state))
 
     def _validate(self, name, args):
         try:
@@ -986,6 +998,7 @@ class Controller:
         inner = args["command"]
         if inner not in cmds.COMMANDS or not cmds.is_two_phase(inner):
             raise Refusal("BAD_ARGUMENT", "%s is not a two-phase command" % cmds.shown(inner))
+        self._gate(inner, role)
         inner_args = self._validate(inner, args["args"])
         if role not in cmds.roles(inner):
             raise Refusal("WRONG_ROLE", "%s may not send %s" % (role, inner))

@@ -169,10 +169,12 @@ class Runner:
         # only now: a power cut before this point leaves neither, one after it a
         # logged calibration the board may lack (its status shows which), never a
         # changed board without a record. A replay's board has no calibrate.
-        for e in self._to_board:
+        # Taken out first: at most once, also when the board raises (found by the
+        # attacker: a failed write left it queued, and the next command applied it again).
+        todo, self._to_board = self._to_board, []
+        for e in todo:
             if hasattr(self.board, "calibrate"):
                 self.board.calibrate(e["stroke_nl"], e["measured_nl"])
-        self._to_board = []
         return res
 
     def _input(self, rec, apply, *args):
