@@ -691,3 +691,31 @@ def test_a_program_keeps_a_priming_under_way():
     assert b.send("confirm", {"hash": p["hash"]})["ok"]
     b.advance(b.t + 10 * 60_000)
     assert len([t for t, src in b.strokes if src == "prime"]) > 1
+
+
+def test_a_calibration_whose_commit_failed_is_never_applied_later():
+    """A store that failed to commit the confirm (its record may not be durable) leaves
+    the board as it was, also at the next command."""
+    b = _filled()
+    board = _CalBoard(b.board)
+    b.r.board = board
+    _run(b)
+
+    class Broken:
+        def write(self, rec, line, wall_delta):
+            pass
+
+        def commit(self, ctrl, answer=1):
+            raise OSError(5, "flash error")
+
+        def sync(self):
+            pass
+
+    p = b.prepare("set_calibration", {"measurement": 7, "strokes": 10, "measured_nl": 1900,
+                                      "ci_nl": 20}, role="service")
+    b.r.journal = Broken()
+    with pytest.raises(OSError):
+        b.send("confirm", {"hash": p["hash"]}, role="service")
+    b.r.journal = None
+    assert b.send("acknowledge", {"code": "all"})["ok"]
+    assert board.calibrations == []

@@ -167,7 +167,7 @@ class Controller:
         self.prepared = None  # [hash, name, args, t, role]
         self.prepare_seq = 0
         # the bench measurement under way (itb/calibration.py): [strokes ok, strokes not
-        # ok, its id: the number of the stroke it began with, 0 for none]
+        # ok, the id the host gave it, 0 for none]
         self.calibration = [0, 0, 0]
         self.seen = {}
         self.seen_order = []

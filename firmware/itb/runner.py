@@ -157,6 +157,7 @@ class Runner:
             return self.ctrl.refuse_unrecorded(command, now, "command too long to record"
                                                " (at most %d characters)" % MAX_COMMAND_CHARS)
         self._out(rec)
+        self._to_board = []  # a command that failed before its commit applies nothing
         res = self.ctrl.handle(command, now)
         out = dict(res)
         out["k"] = "result"
