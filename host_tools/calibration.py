@@ -51,13 +51,17 @@ import secrets
 import statistics
 import time
 
-from itb.calibration import MAX_CI_PCT, MAX_ERROR_PCT
+from itb import commands as cmds
+from itb.calibration import MAX_CI_PCT, MAX_ERROR_PCT, limits_broken
+from itb.units import mass_ng_up
 from scipy.stats import t as student_t
 
 from host_tools.gravimetry import GravimetryError, water_density
 
 MIN_STROKES = 2  # a standard deviation needs two; the board asks for 10 (set_calibration)
-BOARD_MIN_STROKES = 10  # set_calibration's schema (ISO 8655-6 weighs 10)
+# set_calibration's schema minimum (ISO 8655-6 weighs 10)
+BOARD_MIN_STROKES = [p["lo"] for p in cmds.params("set_calibration")
+                     if p["name"] == "strokes"][0]
 MIN_CONFIDENCE = 0.95  # a lower level would shrink the interval the board checks
 OUTLIER = (0.5, 1.5)  # a stroke outside these times the median is not a whole stroke
 EVAPORATION_WARN_PCT = 1.0  # a larger correction is shown as a warning
@@ -139,14 +143,10 @@ def board_verdict(result):
     cmd = result["command"]
     if cmd["strokes"] < BOARD_MIN_STROKES:
         why.append(f"{cmd['strokes']} strokes: the board takes {BOARD_MIN_STROKES} or more")
-    if abs(cmd["measured_nl"] - result["stroke_nl"]) * 100 > MAX_ERROR_PCT * result["stroke_nl"]:
-        hint = (" (about 1000 times: masses in mg under a mass_g header?)"
-                if cmd["measured_nl"] > 100 * result["stroke_nl"] else
-                " (air, a leak, the wrong syringe in board.json)")
-        why.append(f"more than {MAX_ERROR_PCT} % off the nominal stroke{hint}")
-    if cmd["ci_nl"] * 100 > MAX_CI_PCT * cmd["measured_nl"]:
-        why.append(f"confidence interval wider than {MAX_CI_PCT} % of the mean (weigh more"
-                   " strokes, or use a finer balance)")
+    why += [message for _reason, message in
+            limits_broken(result["stroke_nl"], cmd["measured_nl"], cmd["ci_nl"])]
+    if cmd["measured_nl"] > 100 * result["stroke_nl"]:
+        why.append("about 1000 times the nominal stroke: masses in mg under a mass_g header?")
     return why
 
 
@@ -200,7 +200,7 @@ def check_board(st, strokes):
         raise RunError(f"the reservoir holds {st['reservoir_nl'] / 1000:g} uL: record the"
                        f" syringe's fill first (itbctl refill), {strokes * stroke_nl / 1000:g}"
                        " uL are needed")
-    stroke_ng = -(-stroke_nl * st["concentration_ug_per_ml"] // 1000)
+    stroke_ng = mass_ng_up(stroke_nl, st["concentration_ug_per_ml"])
     room = min((cap - used) // stroke_ng for cap, used in zip(st["caps_ng"], st["window_ng"],
                                                                strict=True))
     if room < strokes:

@@ -62,6 +62,22 @@ MAX_ERROR_PCT = 25
 MAX_CI_PCT = 5
 
 
+def limits_broken(stroke_nl, measured_nl, ci_nl):
+    """The limits a correction breaks, as ``[(reason, message), ...]`` (empty: none):
+    ``set_calibration`` refuses with the first; ``itbctl calibrate`` shows them all
+    before anything is sent (one check, two users)."""
+    out = []
+    if abs(measured_nl - stroke_nl) * 100 > MAX_ERROR_PCT * stroke_nl:
+        out.append(("CALIBRATION_RANGE", "%d nL is more than %d %% off the %d nL stroke:"
+                    " check the set-up (air, leaks, the syringe in board.json)"
+                    % (measured_nl, MAX_ERROR_PCT, stroke_nl)))
+    if ci_nl * 100 > MAX_CI_PCT * measured_nl:
+        out.append(("CALIBRATION_IMPRECISE", "the confidence interval (+-%d nL) is wider than"
+                    " %d %% of the mean: weigh more strokes, or use a finer balance"
+                    % (ci_nl, MAX_CI_PCT)))
+    return out
+
+
 def run(ctrl, args, now, apply):
     """``calibration_run``: ``{"effect": ...}`` or Refusal (SR-14)."""
     cfg = ctrl.cfg
@@ -118,13 +134,9 @@ def correct(ctrl, args, now, apply):
         raise Refusal("NO_MEASUREMENT", "the board made %d calibration strokes since the"
                       " measurement began, not %d" % (ok, n), ok)
     nominal = ctrl.cfg.stroke_nl
-    if abs(measured - nominal) * 100 > MAX_ERROR_PCT * nominal:
-        raise Refusal("CALIBRATION_RANGE", "%d nL is more than %d %% off the %d nL stroke:"
-                      " check the set-up (air, leaks, the syringe in board.json)"
-                      % (measured, MAX_ERROR_PCT, nominal))
-    if args["ci_nl"] * 100 > MAX_CI_PCT * measured:
-        raise Refusal("CALIBRATION_IMPRECISE", "the confidence interval (+-%d nL) is wider"
-                      " than %d %% of the mean: weigh more strokes" % (args["ci_nl"], MAX_CI_PCT))
+    broken = limits_broken(nominal, measured, args["ci_nl"])
+    if broken:
+        raise Refusal(broken[0][0], broken[0][1])
     effect = {"stroke_nl": nominal, "measured_nl": measured, "ci_nl": args["ci_nl"],
               "strokes": n, "measurement": mid,
               "error_ppm": (measured - nominal) * 1000000 // nominal}
